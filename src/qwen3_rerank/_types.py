@@ -1,0 +1,106 @@
+"""Result and engine-boundary types (frozen, keyword-only dataclasses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["EncodedPair", "EngineOutput", "Ranking", "RerankResult", "RerankStats"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RerankResult:
+    """One scored document.
+
+    Attributes:
+        index: Position of the document in the list the caller passed.
+        document: The caller's document text, unchanged (never the truncated or templated text).
+        score: P("yes") in [0, 1]: the model's probability that the document meets the query.
+        logit: The log-odds ``log(P(yes) / P(no))`` (the "yes" logit minus the "no" logit).
+        truncated: True if part of the document did not fit in ``max_length`` and was not scored.
+        num_tokens: Tokens of the scored sequence (the best window's for windowed documents).
+        window: For ``long_documents="window"``, which window (0-based) gave the score; ``None``
+            when the document fit in one sequence or was truncated.
+        num_windows: How many windows were scored for this document (1 unless windowed).
+    """
+
+    index: int
+    document: str
+    score: float
+    logit: float
+    truncated: bool = False
+    num_tokens: int = 0
+    window: int | None = None
+    num_windows: int = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RerankStats:
+    """What one rerank call did (per query for ``rerank_many``; seconds cover the whole call).
+
+    Attributes:
+        pairs: Sequences sent to the engine (windows count one each).
+        tokens: Tokens in those sequences.
+        truncated: Documents that were cut to fit ``max_length``.
+        seconds: Wall time of the call, tokenization and scoring included.
+        engine: Name of the engine that scored.
+    """
+
+    pairs: int = 0
+    tokens: int = 0
+    truncated: int = 0
+    seconds: float = 0.0
+    engine: str = ""
+
+
+class Ranking(list):  # type: ignore[type-arg]
+    """A ``list[RerankResult]`` sorted best first, with the call's :class:`RerankStats` attached.
+
+    Behaves exactly like a list (indexing, slicing, ``len``, comparison); ``ranking.stats`` tells
+    what the call cost.
+    """
+
+    __slots__ = ("stats",)
+
+    def __init__(self, results: list[RerankResult] | tuple[RerankResult, ...] = (), stats: RerankStats | None = None) -> None:
+        super().__init__(results)
+        self.stats = stats if stats is not None else RerankStats()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EncodedPair:
+    """One sequence for an engine to score (the engine boundary).
+
+    Attributes:
+        input_ids: The complete token sequence: system prefix, instruction and query, document,
+            assistant suffix. Engines that accept token ids must score exactly these.
+        query_length: How many leading ids belong to the prefix + instruction/query part; every
+            pair of the same query shares them (engines may reuse their KV cache).
+        group: Which query of the call this pair belongs to (0-based).
+        query_text: The templated text of those leading ids (system prefix, instruction, query),
+            for servers that only take text (``text_1`` of vLLM's /score).
+        document_text: The templated text of the rest (``<Document>: …`` and the assistant
+            suffix), for servers that only take text (``text_2``).
+    """
+
+    input_ids: list[int]
+    query_length: int
+    group: int = 0
+    query_text: str = ""
+    document_text: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EngineOutput:
+    """What an engine returns for a list of :class:`EncodedPair`, in the same order.
+
+    Attributes:
+        scores: P("yes") per pair.
+        logits: Log-odds per pair where the engine has them exactly; ``None`` lets the core derive
+            them from ``scores``.
+        prompt_tokens: Tokens the engine reports having processed (servers), if known.
+    """
+
+    scores: list[float]
+    logits: list[float] | None = None
+    prompt_tokens: int | None = None
+    extra: dict[str, object] = field(default_factory=dict)

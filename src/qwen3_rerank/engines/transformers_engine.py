@@ -1,0 +1,228 @@
+"""The embedded engine: torch + transformers, no server, CPU / CUDA / Ascend NPU.
+
+It is also the fast form of the golden reference: it computes the model card's score, but only
+at the last real position and only for the two rows of the head that matter.
+
+* Causal checkpoint (``Qwen3ForCausalLM``): ``logit = h · (W_yes - W_no)`` from the two rows of
+  the LM head, i.e. ``logit_yes - logit_no``; the 151,669-wide logits are never computed.
+* Converted checkpoint (``Qwen3ForSequenceClassification``, one label): its score row already is
+  ``W_yes - W_no``.
+
+``P(yes) = sigmoid(logit) = softmax([logit_no, logit_yes])[1]``.
+
+Sequences are sorted by length and cut into batches bounded by ``batch_size`` and
+``max_batch_tokens`` (padded size), padded on the right with an attention mask, and the hidden
+state of each sequence's last real token is gathered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import prompts
+from .._devices import auto_device, auto_dtype
+from .._exceptions import ConfigurationError, missing_dependency
+from .._tokenizer import Qwen3Tokenizer
+from .._types import EncodedPair, EngineOutput
+from ._base import Engine
+
+__all__ = ["TransformersEngine", "read_architecture"]
+
+logger = logging.getLogger(__name__)
+
+CAUSAL = "Qwen3ForCausalLM"
+SEQ_CLS = "Qwen3ForSequenceClassification"
+
+
+def read_architecture(model: str | os.PathLike[str], *, revision: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Read ``config.json`` (local directory or hub) and return (architecture, config dict).
+
+    Raises:
+        ConfigurationError: the checkpoint is not a Qwen3 reranker in either supported form.
+    """
+    path = Path(model)
+    if path.is_dir():
+        file = path / "config.json"
+        if not file.is_file():
+            raise ConfigurationError(f"{str(path)!r} has no config.json; is it a model directory?")
+    else:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            file = Path(hf_hub_download(str(model), "config.json", revision=revision))
+        except Exception as exc:
+            raise ConfigurationError(
+                f"could not read the config of {str(model)!r}: {exc}. Pass a local directory or "
+                "check the model id and your network/HF_TOKEN."
+            ) from exc
+    config = json.loads(file.read_text())
+    archs = config.get("architectures") or []
+    arch = archs[0] if archs else ""
+    if arch == SEQ_CLS and config.get("num_labels", len(config.get("id2label", {})) or 1) != 1:
+        raise ConfigurationError(
+            f"{str(model)!r} is a Qwen3ForSequenceClassification with more than one label; a "
+            "converted Qwen3-Reranker has exactly one (the W_yes - W_no row)."
+        )
+    if arch not in (CAUSAL, SEQ_CLS):
+        raise ConfigurationError(
+            f"{str(model)!r} has architecture {arch or 'unknown'!r}; expected a Qwen3-Reranker "
+            f"checkpoint: the original {CAUSAL} (e.g. Qwen/Qwen3-Reranker-0.6B) or its {SEQ_CLS} "
+            "conversion."
+        )
+    return arch, config
+
+
+class TransformersEngine(Engine):
+    """Score in-process with PyTorch and transformers.
+
+    Args:
+        model: Hub id or local directory of a Qwen3-Reranker checkpoint (original or seq-cls).
+        device: ``"cuda"``, ``"cuda:1"``, ``"npu"``, ``"cpu"`` … (default: CUDA, then Ascend
+            NPU, then CPU).
+        dtype: ``"auto"`` (bfloat16 on accelerators, float32 on CPU), or a torch dtype / its name.
+        batch_size: Most sequences in one forward pass.
+        max_batch_tokens: Most padded tokens in one forward pass (bounds activation memory).
+        revision: Hub revision.
+        attn_implementation: Passed to transformers (default: its own choice, SDPA).
+
+    Example:
+        >>> engine = TransformersEngine("Qwen/Qwen3-Reranker-0.6B")  # doctest: +SKIP
+    """
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        device: str | None = None,
+        dtype: Any = "auto",
+        batch_size: int = 16,
+        max_batch_tokens: int = 16384,
+        revision: str | None = None,
+        attn_implementation: str | None = None,
+    ) -> None:
+        if model is None:
+            raise ConfigurationError("TransformersEngine needs model=: a hub id such as 'Qwen/Qwen3-Reranker-0.6B' or a local directory")
+        if batch_size < 1 or max_batch_tokens < 1:
+            raise ValueError(f"batch_size and max_batch_tokens must be >= 1, got {batch_size} and {max_batch_tokens}")
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+        except ImportError as exc:
+            raise missing_dependency(getattr(exc, "name", None) or "torch", "torch", exc) from exc
+        self.model_name = str(model)
+        self.architecture, config = read_architecture(model, revision=revision)
+        self.device = device or auto_device()
+        if self.device.startswith("npu"):
+            import torch_npu  # noqa: F401  (registers the NPU backend)
+        if isinstance(dtype, str):
+            self.dtype = auto_dtype(self.device) if dtype == "auto" else getattr(torch, dtype)
+        else:
+            self.dtype = dtype
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_model_len = int(config.get("max_position_embeddings") or 0) or None
+        self._tokenizer = Qwen3Tokenizer.from_pretrained(model, revision=revision)
+        yes = self._tokenizer.token_id(prompts.YES_TOKEN)
+        no = self._tokenizer.token_id(prompts.NO_TOKEN)
+        kwargs: dict[str, Any] = {"dtype": self.dtype, "revision": revision}
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        loader = AutoModelForCausalLM if self.architecture == CAUSAL else AutoModelForSequenceClassification
+        net = loader.from_pretrained(str(model), **kwargs).to(self.device).eval()
+        self._body = net.base_model  # the decoder stack with its final norm, no head
+        with torch.no_grad():
+            if self.architecture == CAUSAL:
+                head = net.get_output_embeddings().weight
+                row = head[yes].float() - head[no].float()
+                bias = 0.0
+            else:
+                row = net.score.weight[0].float()
+                b = getattr(net.score, "bias", None)
+                bias = float(b[0]) if b is not None else 0.0
+        # Keep only the decoder and one row: the LM head's 151k rows are not needed for scoring.
+        self._row = row.detach().to(self.device).clone()
+        self._bias = bias
+        del net
+        self._pad_id = 0
+        self._lock = threading.Lock()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    @property
+    def tokenizer(self) -> Qwen3Tokenizer:
+        return self._tokenizer
+
+    def __repr__(self) -> str:
+        return f"TransformersEngine(model={self.model_name!r}, device={self.device!r}, dtype={self.dtype})"
+
+    def score(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
+        logits = self.logits([p.input_ids for p in pairs])
+        return EngineOutput(scores=[_sigmoid(v) for v in logits], logits=logits)
+
+    async def ascore(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
+        # The forward pass is compute-bound and releases the GIL: it runs on this engine's own
+        # worker thread so the event loop stays free; calls queue there one at a time.
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qwen3-rerank-torch")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.score, pairs)
+
+    def logits(self, sequences: Sequence[Sequence[int]]) -> list[float]:
+        """``logit_yes - logit_no`` at the last token of each sequence, in input order."""
+        import torch
+
+        if not sequences:
+            return []
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
+        out = [0.0] * len(sequences)
+        with self._lock, torch.inference_mode():
+            start = 0
+            while start < len(order):
+                longest = len(sequences[order[start]])
+                size = max(1, min(self.batch_size, self.max_batch_tokens // max(longest, 1)))
+                batch = order[start : start + size]
+                start += size
+                ids = torch.full((len(batch), longest), self._pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), longest), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    seq = sequences[i]
+                    ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+                    mask[row, : len(seq)] = 1
+                ids, mask = ids.to(self.device), mask.to(self.device)
+                hidden = self._body(input_ids=ids, attention_mask=mask).last_hidden_state
+                last = mask.sum(dim=1) - 1
+                h = hidden[torch.arange(len(batch), device=hidden.device), last].float()
+                values = (h @ self._row + self._bias).tolist()
+                for i, v in zip(batch, values):
+                    out[i] = v
+        return out
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._body = None
+        try:
+            import torch
+
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+        except Exception:  # pragma: no cover - best effort on shutdown
+            logger.debug("could not empty the device cache", exc_info=True)
+
+
+def _sigmoid(x: float) -> float:
+    import math
+
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
