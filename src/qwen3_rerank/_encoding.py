@@ -111,7 +111,10 @@ class PairEncoder:
         room = max_length - len(self.prefix_ids) - len(self.suffix_ids)
         if len(query_ids) + longest_document <= room:
             return query_ids, False
-        query_room = max(room // 2, room - longest_document)
+        # The document keeps at least half the room, or all it needs, and never less than its
+        # label plus MIN_DOCUMENT_TOKENS.
+        doc_need = max(longest_document, len(self.header_ids) + MIN_DOCUMENT_TOKENS)
+        query_room = max(room // 2, room - doc_need)
         if len(query_ids) <= query_room:
             return query_ids, False
         keep = query_room - len(self.newline_ids)
