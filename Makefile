@@ -39,8 +39,11 @@ install-test: $(VENV)/.test-deps
 demo: $(VENV)/.demo-deps
 	$(BIN)/python examples/demo.py $(if $(MODEL),--model "$(MODEL)")
 
+# Tests never touch a model hub; the tiny models are built into this checkout's .cache/.
+TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 QWEN3_RERANK_CACHE=$(CURDIR)/.cache/qwen3-rerank PYTHONUNBUFFERED=1
+
 test: $(VENV)/.test-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-deps
 	$(BIN)/python benchmarks/run_cpu.py
