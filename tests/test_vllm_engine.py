@@ -108,6 +108,19 @@ def test_original_checkpoint_gets_reranker_overrides(vllm_engine):
 
 
 @pytest.mark.vllm
+def test_scheduler_gets_the_offline_llm_defaults(vllm_engine):
+    # The in-process engine is offline batch work: it must get vllm.LLM's scheduler budget, not the
+    # smaller serving default AsyncLLM picks on its own (2048 vs 16384 tokens a step on an H100).
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
+
+    defaults, _ = EngineArgs.get_batch_defaults(world_size=1)
+    scheduler = vllm_engine.llm.vllm_config.scheduler_config
+    assert defaults[UsageContext.LLM_CLASS] > defaults[UsageContext.OPENAI_API_SERVER]
+    assert scheduler.max_num_batched_tokens == defaults[UsageContext.LLM_CLASS]
+
+
+@pytest.mark.vllm
 def test_max_length_lowered_to_max_model_len(vllm_engine):
     assert vllm_engine.max_model_len == VLLM_CPU_OPTIONS["max_model_len"]
     assert Reranker(vllm_engine).max_length == VLLM_CPU_OPTIONS["max_model_len"]
