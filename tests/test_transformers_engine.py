@@ -27,13 +27,14 @@ def sequences(reranker, queries, docs, instruction=None):
     return [p.input_ids for p in plan.pairs]
 
 
+@pytest.mark.parametrize("reuse_prefix", [False, True], ids=["plain", "reuse_prefix"])
 @pytest.mark.parametrize("kind", ["causal", "seq_cls"])
-def test_parity_with_official_formula(kind, tiny_model, tiny_seq_cls_model):
+def test_parity_with_official_formula(kind, reuse_prefix, tiny_model, tiny_seq_cls_model):
     from qwen3_rerank.engines.transformers_engine import TransformersEngine
 
     path = tiny_model if kind == "causal" else tiny_seq_cls_model
     # batch_size=4 forces several padded batches of mixed lengths.
-    engine = TransformersEngine(path, device="cpu", dtype="float32", batch_size=4)
+    engine = TransformersEngine(path, device="cpu", dtype="float32", batch_size=4, reuse_prefix=reuse_prefix)
     reranker = Reranker(engine, max_length=256)
     seqs = sequences(reranker, QUERIES, DOCS)
     assert len({len(s) for s in seqs}) > 3  # mixed lengths, padding needed

@@ -13,6 +13,14 @@ at the last real position and only for the two rows of the head that matter.
 Sequences are sorted by length and cut into batches bounded by ``batch_size`` and
 ``max_batch_tokens`` (padded size), padded on the right with an attention mask, and the hidden
 state of each sequence's last real token is gathered.
+
+Shared query prefix: every pair of one query starts with the same ids (system prompt,
+instruction, query; ``EncodedPair.query_length`` of them). With ``reuse_prefix=True``,
+:meth:`TransformersEngine.score` runs every distinct prefix once (one batched pass), keeps its
+key/value cache, and runs only the document parts on top of it, batched across queries. Causal
+attention makes this the same computation as the full sequence: position ``i`` sees positions
+``<= i`` either way. Pairs whose query has a single document, or no shared prefix, take the
+plain path.
 """
 
 from __future__ import annotations
@@ -92,6 +100,10 @@ class TransformersEngine(Engine):
         max_batch_tokens: Most padded tokens in one forward pass (bounds activation memory).
         revision: Hub revision.
         attn_implementation: Passed to transformers (default: its own choice, SDPA).
+        reuse_prefix: Run each query's shared prefix once and reuse its key/value cache for all
+            of that query's documents (exact; see the module docstring). Off by default: the
+            first GPU measurement (per-query batches) was slower than plain batching at 0.6B;
+            the cross-query batching now used awaits its GPU measurement (benchmarks/RESULTS.md).
 
     Example:
         >>> engine = TransformersEngine("Qwen/Qwen3-Reranker-0.6B")  # doctest: +SKIP
@@ -109,9 +121,12 @@ class TransformersEngine(Engine):
         max_batch_tokens: int = 16384,
         revision: str | None = None,
         attn_implementation: str | None = None,
+        reuse_prefix: bool = False,
     ) -> None:
         if model is None:
-            raise ConfigurationError("TransformersEngine needs model=: a hub id such as 'Qwen/Qwen3-Reranker-0.6B' or a local directory")
+            raise ConfigurationError(
+                "TransformersEngine needs model=: a hub id such as 'Qwen/Qwen3-Reranker-0.6B' or a local directory"
+            )
         if batch_size < 1 or max_batch_tokens < 1:
             raise ValueError(f"batch_size and max_batch_tokens must be >= 1, got {batch_size} and {max_batch_tokens}")
         try:
@@ -154,6 +169,8 @@ class TransformersEngine(Engine):
         self._bias = bias
         del net
         self._pad_id = 0
+        #: Run each query's shared prefix once and reuse its KV cache for all its documents.
+        self.reuse_prefix = bool(reuse_prefix)
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -165,7 +182,7 @@ class TransformersEngine(Engine):
         return f"TransformersEngine(model={self.model_name!r}, device={self.device!r}, dtype={self.dtype})"
 
     def score(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
-        logits = self.logits([p.input_ids for p in pairs])
+        logits = self._score_with_prefixes(pairs) if self.reuse_prefix else self.logits([p.input_ids for p in pairs])
         return EngineOutput(scores=[_sigmoid(v) for v in logits], logits=logits)
 
     async def ascore(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
@@ -197,11 +214,123 @@ class TransformersEngine(Engine):
                     ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
                     mask[row, : len(seq)] = 1
                 ids, mask = ids.to(self.device), mask.to(self.device)
-                hidden = self._body(input_ids=ids, attention_mask=mask).last_hidden_state
+                # use_cache=False: no KV cache is built (and copied) for a single forward pass.
+                hidden = self._body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
                 last = mask.sum(dim=1) - 1
                 h = hidden[torch.arange(len(batch), device=hidden.device), last].float()
                 values = (h @ self._row + self._bias).tolist()
                 for i, v in zip(batch, values):
+                    out[i] = v
+        return out
+
+    def _score_with_prefixes(self, pairs: Sequence[EncodedPair]) -> list[float]:
+        """Logits of ``pairs``; pairs sharing a query prefix reuse one KV cache of it."""
+        by_prefix: dict[tuple[int, ...], list[int]] = {}
+        for i, pair in enumerate(pairs):
+            n = pair.query_length
+            if 0 < n < len(pair.input_ids):
+                # Keyed by the ids themselves, so pairs only share what really is identical.
+                by_prefix.setdefault(tuple(pair.input_ids[:n]), []).append(i)
+        shared = [(prefix, members) for prefix, members in by_prefix.items() if len(members) >= 2]
+        out = [0.0] * len(pairs)
+        plain = set(range(len(pairs)))
+        if shared:
+            prefixes = [list(prefix) for prefix, _ in shared]
+            items = [
+                (g, i, pairs[i].input_ids[len(prefixes[g]) :]) for g, (_, members) in enumerate(shared) for i in members
+            ]
+            for (_, i, _), v in zip(items, self._logits_after_prefixes(prefixes, [(g, s) for g, _, s in items])):
+                out[i] = v
+                plain.discard(i)
+        if plain:
+            rest = sorted(plain)
+            for i, v in zip(rest, self.logits([pairs[i].input_ids for i in rest])):
+                out[i] = v
+        return out
+
+    def _logits_after_prefixes(
+        self, prefixes: Sequence[Sequence[int]], suffixes: Sequence[tuple[int, Sequence[int]]]
+    ) -> list[float]:
+        """``logit_yes - logit_no`` of ``prefixes[g] + suffix`` for each ``(g, suffix)``.
+
+        Every prefix runs once (one batched forward pass, padded on the right to the longest
+        prefix ``P``). Suffixes of all prefixes are then sorted by length and batched together:
+        row ``r`` attends to its own prefix's cached keys/values (positions ``< len(prefix)``;
+        the padding up to ``P`` is masked out) and to its own suffix causally, with rotary
+        positions continuing from its prefix's length. Same computation as the full sequence.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        out = [0.0] * len(suffixes)
+        lens = [len(p) for p in prefixes]
+        p_max = max(lens)
+        dev = self.device
+        with self._lock, torch.inference_mode():
+            keys: list[list[Any]] = []
+            values: list[list[Any]] = []
+            step = max(1, min(self.batch_size, self.max_batch_tokens // p_max))
+            for start in range(0, len(prefixes), step):
+                chunk = range(start, min(start + step, len(prefixes)))
+                ids = torch.full((len(chunk), p_max), self._pad_id, dtype=torch.long)
+                mask = torch.zeros((len(chunk), p_max), dtype=torch.long)
+                for row, g in enumerate(chunk):
+                    ids[row, : lens[g]] = torch.as_tensor(prefixes[g], dtype=torch.long)
+                    mask[row, : lens[g]] = 1
+                cache = self._body(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=True).past_key_values
+                for layer, entry in enumerate(cache.layers):
+                    if start == 0:
+                        keys.append([])
+                        values.append([])
+                    keys[layer].append(entry.keys)
+                    values[layer].append(entry.values)
+                del cache
+            k_all = [torch.cat(k) if len(k) > 1 else k[0] for k in keys]
+            v_all = [torch.cat(v) if len(v) > 1 else v[0] for v in values]
+            del keys, values
+            prefix_mask = torch.zeros((len(prefixes), p_max), dtype=torch.long)
+            for g, n in enumerate(lens):
+                prefix_mask[g, :n] = 1
+            lens_t = torch.as_tensor(lens, dtype=torch.long)
+
+            order = sorted(range(len(suffixes)), key=lambda i: len(suffixes[i][1]), reverse=True)
+            start = 0
+            while start < len(order):
+                longest = len(suffixes[order[start]][1])
+                size = max(1, min(self.batch_size, self.max_batch_tokens // max(longest + p_max, 1)))
+                batch = order[start : start + size]
+                start += size
+                b = len(batch)
+                rows = torch.as_tensor([suffixes[i][0] for i in batch], dtype=torch.long)
+                ids = torch.full((b, longest), self._pad_id, dtype=torch.long)
+                mask = torch.zeros((b, p_max + longest), dtype=torch.long)
+                mask[:, :p_max] = prefix_mask[rows]
+                lengths = []
+                for row, i in enumerate(batch):
+                    seq = suffixes[i][1]
+                    ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+                    mask[row, p_max : p_max + len(seq)] = 1
+                    lengths.append(len(seq))
+                positions = lens_t[rows].unsqueeze(1) + torch.arange(longest).unsqueeze(0)
+                rows_dev = rows.to(dev)
+                # A fresh cache per batch (the forward appends to it), holding each row's prefix.
+                past = DynamicCache(
+                    ddp_cache_data=[
+                        (k.index_select(0, rows_dev), v.index_select(0, rows_dev)) for k, v in zip(k_all, v_all)
+                    ]
+                )
+                hidden = self._body(
+                    input_ids=ids.to(dev),
+                    attention_mask=mask.to(dev),
+                    position_ids=positions.to(dev),
+                    past_key_values=past,
+                    use_cache=True,
+                ).last_hidden_state
+                del past
+                last = torch.as_tensor(lengths, device=hidden.device) - 1
+                h = hidden[torch.arange(b, device=hidden.device), last].float()
+                values_out = (h @ self._row + self._bias).tolist()
+                for i, v in zip(batch, values_out):
                     out[i] = v
         return out
 
