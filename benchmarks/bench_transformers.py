@@ -1,0 +1,193 @@
+"""TransformersEngine (through the core Reranker) vs the model card's transformers code.
+
+Usage (one model size per process; results appended as JSON lines):
+    python benchmarks/bench_transformers.py --shape 0.6B --model DIR --out results.jsonl [--budget 240]
+
+Each measurement: one small warm-up, then ``--reps`` timed repetitions on fresh documents; the
+median is reported. Peak memory is ``torch.cuda.max_memory_allocated`` over the timed
+repetitions, weights included (each engine is loaded alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch
+import workloads as W
+from _common import H100_BF16_PEAK, Recorder, flops_per_sequence, log, machine, median
+
+from qwen3_rerank import Reranker
+from qwen3_rerank._encoding import PairEncoder
+from qwen3_rerank._tokenizer import Qwen3Tokenizer
+from qwen3_rerank.engines.transformers_engine import TransformersEngine
+
+
+def pair_lengths(encoder: PairEncoder, queries, docs, max_length=8192) -> list[int]:
+    out = []
+    for qids, ds in zip(encoder.encode_queries(queries, None), docs):
+        dids = encoder.encode_documents(ds)
+        qids, _ = encoder.fit_query(qids, max(len(d) for d in dids), max_length)
+        pairs, _ = encoder.build(qids, dids, max_length=max_length)
+        out.extend(len(p.input_ids) for p in pairs)
+    return out
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.deadline = time.monotonic() + args.budget
+        self.rec = Recorder(
+            args.out, suite="transformers", shape=args.shape, machine=machine(), command=" ".join(sys.argv)
+        )
+        self.encoder = PairEncoder(Qwen3Tokenizer.from_pretrained(args.model))
+        self.cuda = args.device.startswith("cuda")
+        self.scores: dict[tuple[str, str], list[float]] = {}
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def measure(self, engine: str, wl: W.Workload, call, reps: int, **extra):
+        if self.left() < 5:
+            self.rec.add(workload=wl.name, engine=engine, note="skipped: time budget", **extra)
+            return None
+        warm = W.Workload(wl.name, min(2, wl.queries), min(16, wl.docs_per_query), wl.doc_words, wl.query_words)
+        call(*W.make_inputs(warm, 10_000))
+        self.sync()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        times, lengths = [], []
+        for rep in range(reps):
+            queries, docs = W.make_inputs(wl, rep)
+            lengths = pair_lengths(self.encoder, queries, docs)
+            t0 = time.perf_counter()
+            scores = call(queries, docs)
+            self.sync()
+            times.append(time.perf_counter() - t0)
+            if rep == 0:
+                self.scores[(engine, wl.name)] = [s for group in scores for s in group]
+            if self.left() < 0:
+                break
+        t = median(times)
+        pairs = len(lengths)
+        tokens = sum(lengths)
+        flops = sum(flops_per_sequence(self.args.shape, n) for n in lengths)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if self.cuda else None
+        return self.rec.add(
+            workload=wl.name,
+            engine=engine,
+            pairs=pairs,
+            tokens=tokens,
+            mean_tokens=round(tokens / pairs, 1),
+            seconds=round(t, 4),
+            seconds_all=[round(x, 4) for x in times],
+            pairs_per_s=round(pairs / t, 1),
+            tokens_per_s=round(tokens / t),
+            peak_frac=round(flops / t / H100_BF16_PEAK, 4),
+            peak_mem_gib=round(peak, 2) if peak is not None else None,
+            **extra,
+        )
+
+
+def free():
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--budget", type=float, default=240)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--workloads", default="W1,W2,W3")
+    ap.add_argument("--official-batch", default="16,32")
+    ap.add_argument("--engine-configs", default="16:off,16:on,64:off,64:on")
+    ap.add_argument("--sweep", action="store_true")
+    args = ap.parse_args()
+    b = Bench(args)
+    dtype = getattr(torch, args.dtype)
+    wls = [W.WORKLOADS[n] for n in args.workloads.split(",")]
+    results: dict[tuple[str, str], dict] = {}
+
+    official_batches = [int(x) for x in args.official_batch.split(",") if x]
+    for bs in official_batches:
+        log("official batch", bs)
+        off = OfficialReranker(args.model, dtype=dtype, device=args.device, batch_size=bs)
+        for wl in wls:
+            reps = 1 if wl.name == "W3" else args.reps
+            if wl.name == "W3" and bs != official_batches[0]:
+                continue
+            r = b.measure(f"official-bs{bs}", wl, off.rerank_many, reps, batch_size=bs)
+            if r and "pairs_per_s" in r:
+                results[(f"official-bs{bs}", wl.name)] = r
+        off.close()
+        del off
+        free()
+
+    log("engine")
+    eng = TransformersEngine(args.model, device=args.device, dtype=dtype)
+    reranker = Reranker(eng)
+
+    def run(queries, docs):
+        return [[r.score for r in sorted(rk, key=lambda r: r.index)] for rk in reranker.rerank_many(queries, docs)]
+
+    for cfg in args.engine_configs.split(","):
+        bs, reuse = cfg.split(":")
+        eng.batch_size, eng.reuse_prefix = int(bs), reuse == "on"
+        name = f"engine-bs{bs}-prefix{reuse}"
+        for wl in wls:
+            reps = 1 if wl.name == "W3" else args.reps
+            r = b.measure(name, wl, run, reps, batch_size=int(bs), reuse_prefix=reuse == "on")
+            if r and "pairs_per_s" in r:
+                results[(name, wl.name)] = r
+
+    # Score agreement (bf16: batch composition and padding change rounding) and ratios.
+    for (name, wl), r in list(results.items()):
+        if not name.startswith("engine"):
+            continue
+        offs = [v for (n, w), v in results.items() if n.startswith("official") and w == wl]
+        if not offs:
+            continue
+        best = max(offs, key=lambda v: v["pairs_per_s"])
+        ref = b.scores.get((best["engine"], wl))
+        mine = b.scores.get((name, wl))
+        diff = max(abs(x - y) for x, y in zip(ref, mine)) if ref and mine else None
+        b.rec.add(
+            workload=wl,
+            engine=name,
+            kind="ratio",
+            vs=best["engine"],
+            ratio=round(r["pairs_per_s"] / best["pairs_per_s"], 3),
+            mem_ratio=round(r["peak_mem_gib"] / best["peak_mem_gib"], 3) if r.get("peak_mem_gib") else None,
+            max_score_diff=diff,
+        )
+
+    if args.sweep:
+        eng.batch_size, eng.reuse_prefix = 16, False  # the engine's defaults
+        for n_docs in (10, 100, 1000):
+            wl = W.Workload(f"sweep-docs{n_docs}", 1, n_docs, 256)
+            b.measure("engine-default", wl, run, 1, sweep="docs", x=n_docs)
+        for words in (64, 256, 1024, 4096):
+            wl = W.Workload(f"sweep-tokens{words}", 1, 100, words)
+            b.measure("engine-default", wl, run, 1, sweep="tokens", x=words)
+    eng.close()
+
+
+from official import OfficialReranker
+
+if __name__ == "__main__":
+    main()

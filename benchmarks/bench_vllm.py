@@ -1,0 +1,211 @@
+"""VLLMEngine through the core Reranker vs raw ``vllm.LLM.score`` on pre-formatted strings.
+
+Usage (each mode in its own process: one vLLM engine per process, started once):
+    python benchmarks/bench_vllm.py --mode raw    --shape 0.6B --model DIR --out results.jsonl
+    python benchmarks/bench_vllm.py --mode engine --shape 0.6B --model DIR --out results.jsonl
+
+``raw``    ``LLM(runner="pooling", hf_overrides=<vLLM's Qwen3-Reranker recipe>)``; the timed call
+           is ``llm.score(query_strings, document_strings)`` on strings formatted as in vLLM's
+           ``examples/pooling/score/qwen3_reranker_offline.py`` (formatting not timed). Also
+           ``classify-ids``: the core's bulk tokenization + ``llm.classify(TokensPrompt)`` on the
+           same LLM (the ENVIRONMENT.md starting point of the token-id design).
+``engine`` ``Reranker(VLLMEngine(...)).rerank_many(queries, documents)``: raw text in, results
+           out; tokenization, truncation checks and result building are all timed.
+
+Both use the same vLLM options (dtype, max_model_len, gpu_memory_utilization, vLLM's defaults
+otherwise: prefix caching on, CUDA graphs on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import workloads as W
+from _common import H100_BF16_PEAK, Recorder, flops_per_sequence, log, machine, median
+
+from qwen3_rerank import prompts
+
+OVERRIDES = {
+    "architectures": ["Qwen3ForSequenceClassification"],
+    "classifier_from_token": ["no", "yes"],
+    "is_original_qwen3_reranker": True,
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=["raw", "engine"], required=True)
+    ap.add_argument("--shape", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--max-model-len", type=int, default=8192)
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    ap.add_argument("--enforce-eager", action="store_true")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--workloads", default="W1,W2,W3")
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--budget", type=float, default=300)
+    ap.add_argument(
+        "--engine-kw", action="append", default=[], help="engine mode: KEY=INT passed to VLLMEngine (repeatable)"
+    )
+    ap.add_argument("--scores", default="", help="json file: rep-0 scores written by raw, compared by engine")
+    args = ap.parse_args()
+    deadline = time.monotonic() + args.budget
+    rec = Recorder(args.out, suite="vllm", shape=args.shape, command=" ".join(sys.argv))
+
+    from qwen3_rerank import Reranker
+    from qwen3_rerank._encoding import PairEncoder
+    from qwen3_rerank._tokenizer import Qwen3Tokenizer
+
+    encoder = PairEncoder(Qwen3Tokenizer.from_pretrained(args.model))
+    t_start = time.perf_counter()
+    if args.mode == "raw":
+        from vllm import LLM
+        from vllm.inputs import TokensPrompt
+
+        kw = {}
+        if args.enforce_eager:
+            kw["enforce_eager"] = True
+        llm = LLM(
+            model=args.model,
+            runner="pooling",
+            hf_overrides=OVERRIDES,
+            dtype=args.dtype,
+            max_model_len=args.max_model_len,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            **kw,
+        )
+
+        def fmt(queries, docs):
+            q_strs, d_strs = [], []
+            for q, ds in zip(queries, docs):
+                qs = prompts.SYSTEM_PREFIX + prompts.format_query(q, None)
+                for d in ds:
+                    q_strs.append(qs)
+                    d_strs.append(prompts.format_document(d) + prompts.ASSISTANT_SUFFIX)
+            return q_strs, d_strs
+
+        def score_strings(pre):
+            outs = llm.score(pre[0], pre[1], use_tqdm=False)
+            return [o.outputs.score for o in outs]
+
+        def classify_ids(queries, docs):
+            pairs = plan(encoder, queries, docs)
+            outs = llm.classify([TokensPrompt(prompt_token_ids=p) for p in pairs], use_tqdm=False)
+            return [float(o.outputs.probs[0]) for o in outs]
+
+        runners = [("vllm-LLM.score", score_strings, fmt), ("vllm-classify-ids", classify_ids, None)]
+    else:
+        from qwen3_rerank.engines.vllm_engine import VLLMEngine
+
+        engine_kw = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.engine_kw)}
+        engine = VLLMEngine(
+            args.model,
+            dtype=args.dtype,
+            max_model_len=args.max_model_len,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            enforce_eager=args.enforce_eager,
+            **engine_kw,
+        )
+        reranker = Reranker(engine)
+
+        def rerank(queries, docs):
+            return [r.score for rk in reranker.rerank_many(queries, docs) for r in sorted(rk, key=lambda r: r.index)]
+
+        label = "VLLMEngine+Reranker" + "".join(f" {k}={v}" for k, v in engine_kw.items())
+        runners = [(label, rerank, None)]
+    rec.context["machine"] = machine()
+    rec.add(kind="startup", engine=args.mode, seconds=round(time.perf_counter() - t_start, 1))
+    deadline = time.monotonic() + args.budget  # the measuring budget starts after vLLM's start
+
+    saved: dict[str, list[float]] = {}
+    if args.mode == "engine" and args.scores and os.path.exists(args.scores):
+        with open(args.scores) as f:
+            saved = json.load(f)
+
+    def measure(name, fn, prep, wl, reps, offset=0, **extra):
+        # ``offset``: runners sharing one LLM get disjoint inputs, so a later runner never hits the
+        # prefix cache that an earlier one filled with the same documents.
+        if time.monotonic() > deadline:
+            rec.add(workload=wl.name, engine=name, note="skipped: time budget", **extra)
+            return
+        warm = W.Workload(wl.name, min(2, wl.queries), min(16, wl.docs_per_query), wl.doc_words, wl.query_words)
+        q, d = W.make_inputs(warm, 10_000 + offset)
+        fn(prep(q, d)) if prep else fn(q, d)
+        times, lengths = [], []
+        for rep in range(reps):
+            q, d = W.make_inputs(wl, rep + offset)
+            lengths = [len(p) for p in plan(encoder, q, d)]
+            if prep:
+                pre = prep(q, d)
+                t0 = time.perf_counter()
+                scores = fn(pre)
+            else:
+                t0 = time.perf_counter()
+                scores = fn(q, d)
+            times.append(time.perf_counter() - t0)
+            if rep == 0 and offset == 0:
+                key = f"{wl.name}"
+                if args.mode == "raw" and name == "vllm-LLM.score":
+                    saved[key] = scores
+                elif key in saved:
+                    extra["max_score_diff_vs_LLM.score"] = max(abs(a - b) for a, b in zip(saved[key], scores))
+            if time.monotonic() > deadline:
+                break
+        t = median(times)
+        pairs, tokens = len(lengths), sum(lengths)
+        flops = sum(flops_per_sequence(args.shape, n) for n in lengths)
+        rec.add(
+            workload=wl.name,
+            engine=name,
+            pairs=pairs,
+            tokens=tokens,
+            mean_tokens=round(tokens / pairs, 1),
+            seconds=round(t, 4),
+            seconds_all=[round(x, 4) for x in times],
+            pairs_per_s=round(pairs / t, 1),
+            tokens_per_s=round(tokens / t),
+            peak_frac=round(flops / t / H100_BF16_PEAK, 4),
+            **extra,
+        )
+
+    for wname in args.workloads.split(","):
+        wl = W.WORKLOADS[wname]
+        for k, (name, fn, prep) in enumerate(runners):
+            measure(name, fn, prep, wl, 1 if wname == "W3" else args.reps, offset=1000 * k)
+    if args.sweep:
+        for n_docs in (10, 100, 1000):
+            wl = W.Workload(f"sweep-docs{n_docs}", 1, n_docs, 256)
+            for k, (name, fn, prep) in enumerate(runners):
+                measure(name, fn, prep, wl, 2, offset=1000 * k, sweep="docs", x=n_docs)
+        for words in (64, 256, 1024, 4096):
+            wl = W.Workload(f"sweep-tokens{words}", 1, 100, words)
+            for k, (name, fn, prep) in enumerate(runners):
+                measure(name, fn, prep, wl, 2, offset=1000 * k, sweep="tokens", x=words)
+    if args.mode == "raw" and args.scores:
+        with open(args.scores, "w") as f:
+            json.dump(saved, f)
+    if args.mode == "engine":
+        engine.close()
+    log("done")
+
+
+def plan(encoder, queries, docs, max_length=8192) -> list[list[int]]:
+    out = []
+    for qids, ds in zip(encoder.encode_queries(queries, None), docs):
+        dids = encoder.encode_documents(ds)
+        qids, _ = encoder.fit_query(qids, max(len(d) for d in dids), max_length)
+        pairs, _ = encoder.build(qids, dids, max_length=max_length)
+        out.extend(p.input_ids for p in pairs)
+    return out
+
+
+if __name__ == "__main__":
+    main()

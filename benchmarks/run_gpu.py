@@ -1,0 +1,139 @@
+"""GPU benchmark driver: runs phases in subprocesses, resumable, against a wall-clock deadline.
+
+One command per device call (see benchmarks/README.md for the full recipe). Phases already
+completed on this machine (marker files in ``--state``) are skipped, so the same command can be
+repeated on a warm machine to continue. Results: ``<state>/results.jsonl`` and one log per
+phase, copied to ``$OUT`` after every phase.
+
+Phases
+    build-<shape>          random-init real-shape checkpoint (bf16, built on the GPU)
+    tf-<shape>             bench_transformers.py (official model-card code vs TransformersEngine)
+    vllm-raw-<shape>       bench_vllm.py --mode raw    (vllm.LLM.score, token-id LLM.classify)
+    vllm-engine-<shape>    bench_vllm.py --mode engine (VLLMEngine through Reranker)
+    vllm-tuned-<shape>     the same with vllm.LLM's own step budget passed to VLLMEngine
+                           (max_num_batched_tokens=16384, max_num_seqs=1024; see RESULTS.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# Per phase: (estimated seconds, extra arguments). The bench scripts also stop measuring at
+# their --budget, so a phase ends cleanly even when the estimate is off.
+VLLM_SWEEP = {"0.6B": True, "4B": False, "8B": False}
+
+
+def phase_command(phase: str, state: Path, budget: float) -> list[str]:
+    py = sys.executable
+    kind, _, shape = phase.rpartition("-")
+    model = str(state / "models" / shape)
+    out = str(state / "results.jsonl")
+    if kind == "build":
+        code = (
+            "from qwen3_rerank.testing import make_test_model; import sys; "
+            f"make_test_model({model!r}, shape={shape!r}, dtype='bfloat16', device='cuda')"
+        )
+        return [py, "-c", code]
+    if kind == "tf":
+        extra = ["--official-batch", "16,32", "--engine-configs", "16:off,16:on,64:off,64:on", "--sweep"]
+        if shape != "0.6B":
+            extra = ["--official-batch", "16,32", "--engine-configs", "16:off,16:on,64:off,64:on"]
+        return [
+            py,
+            str(HERE / "bench_transformers.py"),
+            "--shape",
+            shape,
+            "--model",
+            model,
+            "--out",
+            out,
+            "--budget",
+            str(budget),
+            *extra,
+        ]
+    if kind in ("vllm-raw", "vllm-engine", "vllm-tuned"):
+        mode = "raw" if kind == "vllm-raw" else "engine"
+        extra = ["--sweep"] if VLLM_SWEEP.get(shape) else []
+        if kind == "vllm-tuned":
+            extra += ["--engine-kw", "max_num_batched_tokens=16384", "--engine-kw", "max_num_seqs=1024"]
+        return [
+            py,
+            str(HERE / "bench_vllm.py"),
+            "--mode",
+            mode,
+            "--shape",
+            shape,
+            "--model",
+            model,
+            "--out",
+            out,
+            "--budget",
+            str(budget),
+            "--scores",
+            str(state / f"scores-{shape}.json"),
+            *extra,
+        ]
+    raise SystemExit(f"unknown phase {phase!r}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("phases", nargs="+")
+    ap.add_argument("--deadline", type=float, default=540, help="seconds from now for the whole command")
+    ap.add_argument("--state", default=os.path.expanduser("~/qwen3-bench"))
+    ap.add_argument("--budget", default="", help="phase=seconds,... measuring budget per phase")
+    args = ap.parse_args()
+    end = time.monotonic() + args.deadline
+    state = Path(args.state)
+    state.mkdir(parents=True, exist_ok=True)
+    budgets = dict(kv.split("=") for kv in args.budget.split(",") if kv)
+    out_dir = Path(os.environ.get("OUT", state / "out"))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=f"{ROOT / 'src'}:{os.environ.get('PYTHONPATH', '')}")
+    for phase in args.phases:
+        done = state / f"{phase}.done"
+        if done.exists():
+            print(f"== {phase}: done earlier, skipped", flush=True)
+            continue
+        left = end - time.monotonic()
+        if left < 30:
+            print(f"== {phase}: not started, {left:.0f} s left", flush=True)
+            continue
+        budget = float(budgets.get(phase, 240))
+        # vLLM phases spend ~100 s starting before their measuring budget begins.
+        startup = 110 if phase.startswith("vllm") else 0
+        cmd = phase_command(phase, state, min(budget, left - 40 - startup))
+        print(f"== {phase}: {' '.join(cmd[:3])} ... ({left:.0f} s left)", flush=True)
+        t0 = time.monotonic()
+        with open(state / f"{phase}.log", "w") as logf:
+            try:
+                rc = subprocess.run(  # noqa: PLW1510 - the return code is read
+                    cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, timeout=max(left - 10, 1), cwd=ROOT
+                ).returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+        print(f"== {phase}: rc={rc} in {time.monotonic() - t0:.0f} s", flush=True)
+        if rc == 0:
+            done.touch()
+        else:
+            print((state / f"{phase}.log").read_text(errors="replace")[-2500:], flush=True)
+        # Copy results after every phase: whatever happens next, they come back.
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if (state / "results.jsonl").exists():
+            shutil.copy(state / "results.jsonl", out_dir / "results.jsonl")
+        logs = sorted(state.glob("*.log"))
+        with open(out_dir / "logs.txt", "w") as f:
+            f.writelines(f"===== {p.name}\n{p.read_text(errors='replace')[-20000:]}\n" for p in logs)
+    subprocess.run([sys.executable, str(HERE / "summarize.py"), str(state / "results.jsonl")], check=False)
+
+
+if __name__ == "__main__":
+    main()

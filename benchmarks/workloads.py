@@ -1,0 +1,68 @@
+"""Deterministic benchmark inputs built from the real Qwen3 vocabulary.
+
+Words are vocabulary entries of the form ``" " + 2-12 lowercase letters`` (about 30k of the
+151,669 tokens), so a document of ``n`` words re-encodes to about ``n`` tokens. Every timed
+repetition asks for a new ``rep`` and gets documents no earlier repetition has seen (no prefix
+cache hits from repeated inputs); queries change with ``rep`` too.
+
+Workloads (tokens per pair counted on the full templated sequence, model card instruction):
+
+=====  =====================  ========================
+name   queries x documents    tokens a pair (measured)
+=====  =====================  ========================
+W1     8 x 100                ~335
+W2     8 x 100                ~110
+W3     4 x 50                 ~2,000
+=====  =====================  ========================
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+from dataclasses import dataclass
+
+__all__ = ["WORKLOADS", "Workload", "make_inputs", "words"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    queries: int
+    docs_per_query: int
+    doc_words: int  # words (~tokens) per document body
+    query_words: int = 12
+
+
+# doc_words chosen so the whole templated pair is ~335 / ~110 / ~2,000 tokens (see RESULTS.md
+# for the measured means): the template + instruction + a 12-word query is ~72 tokens.
+WORKLOADS = {
+    "W1": Workload("W1", 8, 100, 250),
+    "W2": Workload("W2", 8, 100, 25),
+    "W3": Workload("W3", 4, 50, 1915),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def words() -> tuple[str, ...]:
+    """Word-like tokens of the real Qwen3 vocabulary, in id order (deterministic)."""
+    from qwen3_rerank.testing import build_tokenizer
+
+    tok = build_tokenizer()
+    pattern = re.compile(r"^ [a-z]{2,12}$")
+    out = []
+    for i in range(151643):
+        text = tok.decode([i])
+        if pattern.match(text):
+            out.append(text[1:])
+    return tuple(out)
+
+
+def make_inputs(w: Workload, rep: int, *, seed: int = 1234) -> tuple[list[str], list[list[str]]]:
+    """Queries and their documents for repetition ``rep`` (same ``rep`` -> same text)."""
+    vocab = words()
+    rng = random.Random(f"{seed}:{w.name}:{w.queries}:{w.docs_per_query}:{w.doc_words}:{rep}")
+    queries = [" ".join(rng.choices(vocab, k=w.query_words)) + "?" for _ in range(w.queries)]
+    docs = [[" ".join(rng.choices(vocab, k=w.doc_words)) + "." for _ in range(w.docs_per_query)] for _ in queries]
+    return queries, docs
