@@ -17,7 +17,7 @@ import pytest
 from qwen3_rerank import ConfigurationError, EngineError, Reranker
 from qwen3_rerank.testing import reference_scores
 
-from tests.conftest import VLLM_CPU_OPTIONS
+from tests_support import VLLM_CPU_OPTIONS
 
 QUERIES = ["what is the capital of France?", "how do vaccines work"]
 DOCS = [

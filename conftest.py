@@ -1,4 +1,8 @@
-"""Shared fixtures. Expensive things (tiny models, engines, servers) are built once per session.
+"""Shared fixtures for every test directory (tests/ and integrations/*/tests).
+
+They live in the root conftest so that pytest builds each session fixture once for the whole run:
+a conftest per directory would start one vLLM engine and one server per directory.
+Expensive things (tiny models, engines, servers) are built once per session.
 
 Contract for engine tests (every engine test uses these names):
 
@@ -12,14 +16,15 @@ Contract for engine tests (every engine test uses these names):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# Settings every CPU vLLM in the suite uses (see ../shared/ENVIRONMENT.md): the CPU backend reads
-# gpu_memory_utilization as a share of NUMA node 0's memory, and eager mode starts ~20 s faster.
-VLLM_CPU_OPTIONS = dict(dtype="float32", max_model_len=2048, gpu_memory_utilization=0.15, enforce_eager=True)
+from qwen3_rerank import Qwen3Tokenizer, Reranker
+from tests.fakes import FakeEngine
+from tests_support import VLLM_CPU_OPTIONS
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +68,47 @@ def vllm_server(tiny_model: Path) -> Iterator[object]:
     server = start_vllm_server(tiny_model)
     yield server
     server.stop()
+
+
+# -- fakes for tests of our own logic (integrations) ------------------------------------------
+_MARKER = re.compile(r"\[score=([0-9.]+)\]")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model):
+    return Qwen3Tokenizer.from_pretrained(tiny_model)
+
+
+@pytest.fixture
+def fake_engine(tiny_tokenizer):
+    """A FakeEngine whose P(yes) is the ``[score=0.x]`` marker in the document (0.5 without one).
+
+    ``engine.calls`` lists "score"/"ascore" per engine call; ``engine.seen`` the ids of each call.
+    """
+
+    def score(ids):
+        found = _MARKER.findall(tiny_tokenizer.decode(ids))
+        return float(found[-1]) if found else 0.5
+
+    return FakeEngine(tiny_tokenizer, score)
+
+
+@pytest.fixture
+def fake_reranker(fake_engine):
+    return Reranker(fake_engine)
+
+
+@pytest.fixture
+def any_engine(request, tiny_model):
+    """The engine named by indirect parametrization: "transformers", "vllm" or "remote"."""
+    name = request.param
+    if name == "transformers":
+        return request.getfixturevalue("transformers_engine")
+    if name == "vllm":
+        return request.getfixturevalue("vllm_engine")
+    server = request.getfixturevalue("vllm_server")
+    from qwen3_rerank.engines.remote import RemoteEngine
+
+    engine = RemoteEngine(server.base_url, model=str(tiny_model))
+    request.addfinalizer(engine.close)
+    return engine
