@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["auto_device", "auto_dtype", "npu_available"]
+__all__ = ["auto_device", "auto_dtype", "npu_available", "quiet_transformers"]
 
 
 def npu_available() -> bool:
@@ -33,3 +35,22 @@ def auto_dtype(device: str) -> Any:
     import torch
 
     return torch.float32 if device.split(":")[0] == "cpu" else torch.bfloat16
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' progress bars ("Loading weights", "Writing model shards") meanwhile.
+
+    A library must not write to the terminal of the program that uses it; transformers draws
+    its bars on stderr unless told not to. The previous setting is restored afterwards.
+    """
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    if enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()

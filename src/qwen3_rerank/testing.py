@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._devices import quiet_transformers
 from ._exceptions import ConfigurationError, missing_dependency
 
 __all__ = [
@@ -156,7 +157,8 @@ def make_test_model(
                 classifier.score.weight.copy_((head[yes].float() - head[no].float()).to(torch_dtype)[None, :])
             model = classifier
     model.eval()
-    model.save_pretrained(str(out), safe_serialization=True)
+    with quiet_transformers():
+        model.save_pretrained(str(out), safe_serialization=True)
     _save_tokenizer(out)
     (out / "qwen3_rerank_test_model.json").write_text(
         json.dumps({"shape": shape, "seq_cls": seq_cls, "seed": seed, "random_weights": True}, indent=2)
@@ -199,7 +201,8 @@ def reference_scores(model_dir: str | os.PathLike[str], sequences: Sequence[Sequ
 
     tok = Qwen3Tokenizer.from_pretrained(model_dir)
     yes, no = tok.token_id("yes"), tok.token_id("no")
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     scores = []
     with torch.inference_mode():
         for ids in sequences:

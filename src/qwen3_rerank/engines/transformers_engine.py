@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import prompts
-from .._devices import auto_device, auto_dtype
+from .._devices import auto_device, auto_dtype, quiet_transformers
 from .._exceptions import ConfigurationError, missing_dependency
 from .._tokenizer import Qwen3Tokenizer
 from .._types import EncodedPair, EngineOutput
@@ -153,7 +153,8 @@ class TransformersEngine(Engine):
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
         loader = AutoModelForCausalLM if self.architecture == CAUSAL else AutoModelForSequenceClassification
-        net = loader.from_pretrained(str(model), **kwargs).to(self.device).eval()
+        with quiet_transformers():
+            net = loader.from_pretrained(str(model), **kwargs).to(self.device).eval()
         self._body = net.base_model  # the decoder stack with its final norm, no head
         with torch.no_grad():
             if self.architecture == CAUSAL:
