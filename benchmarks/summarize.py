@@ -35,8 +35,9 @@ def main(path: str) -> None:
         else:
             extra = {k: r[k] for k in ("max_score_diff_vs_LLM.score",) if k in r}
             print(
-                f"{suite:12} {shape:5} {wl:16} {eng:26} {r['pairs_per_s']:>9} pairs/s {r['tokens_per_s']:>9} tok/s "
-                f"{r['mean_tokens']:>7} tok/pair peak={r['peak_frac']} mem={r.get('peak_mem_gib')} {extra}"
+                f"{suite!s:12} {shape!s:5} {wl!s:16} {eng!s:26} {r.get('pairs_per_s')!s:>9} pairs/s "
+                f"{r.get('tokens_per_s')!s:>9} tok/s {r.get('mean_tokens')!s:>7} tok/pair "
+                f"peak={r.get('peak_frac')} mem={r.get('peak_mem_gib')} seconds={r.get('seconds')} {extra}"
             )
 
 
