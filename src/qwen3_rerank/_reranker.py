@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._encoding import PairEncoder, PlannedDocument
-from ._exceptions import ConfigurationError
 from ._types import EncodedPair, EngineOutput, Ranking, RerankResult, RerankStats
 from .engines import Engine, create_engine
 from .engines._base import validate_output
+from .prompts import format_query
 
 __all__ = ["Reranker"]
 
@@ -256,7 +256,7 @@ class Reranker:
                 logger.warning("query %d was cut to fit max_length=%d", i, self.max_length)
             q_text = ""
             if with_text:
-                q_text = encoder.tokenizer.decode(fitted) if query_cut else _format_query(queries[i], instruction)
+                q_text = encoder.tokenizer.decode(fitted) if query_cut else format_query(queries[i], instruction)
             group_pairs, plan = encoder.build(
                 fitted,
                 doc_ids,
@@ -328,12 +328,6 @@ class Reranker:
                 seconds,
             )
         return rankings
-
-
-def _format_query(query: str, instruction: str | None) -> str:
-    from .prompts import format_query
-
-    return format_query(query, instruction)
 
 
 def _log_odds(p: float) -> float:
