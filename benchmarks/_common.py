@@ -85,6 +85,23 @@ class Recorder:
         return rec
 
 
+def timing(shape: str, lengths: list[int], times: list[float]) -> dict[str, Any]:
+    """The fields every throughput record carries: pairs, tokens, median time, rates, % of peak."""
+    t = median(times)
+    pairs, tokens = len(lengths), sum(lengths)
+    flops = sum(flops_per_sequence(shape, n) for n in lengths)
+    return dict(
+        pairs=pairs,
+        tokens=tokens,
+        mean_tokens=round(tokens / pairs, 1),
+        seconds=round(t, 4),
+        seconds_all=[round(x, 4) for x in times],
+        pairs_per_s=round(pairs / t, 1),
+        tokens_per_s=round(tokens / t),
+        peak_frac=round(flops / t / H100_BF16_PEAK, 4),
+    )
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch
 import workloads as W
-from _common import H100_BF16_PEAK, Recorder, flops_per_sequence, log, machine, median
+from _common import Recorder, log, machine, timing
 
 from qwen3_rerank import Reranker
 from qwen3_rerank._encoding import PairEncoder
@@ -77,22 +77,11 @@ class Bench:
                 self.scores[(engine, wl.name)] = [s for group in scores for s in group]
             if self.left() < 0:
                 break
-        t = median(times)
-        pairs = len(lengths)
-        tokens = sum(lengths)
-        flops = sum(flops_per_sequence(self.args.shape, n) for n in lengths)
         peak = torch.cuda.max_memory_allocated() / 2**30 if self.cuda else None
         return self.rec.add(
             workload=wl.name,
             engine=engine,
-            pairs=pairs,
-            tokens=tokens,
-            mean_tokens=round(tokens / pairs, 1),
-            seconds=round(t, 4),
-            seconds_all=[round(x, 4) for x in times],
-            pairs_per_s=round(pairs / t, 1),
-            tokens_per_s=round(tokens / t),
-            peak_frac=round(flops / t / H100_BF16_PEAK, 4),
+            **timing(self.args.shape, lengths, times),
             peak_mem_gib=round(peak, 2) if peak is not None else None,
             **extra,
         )

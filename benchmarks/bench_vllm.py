@@ -27,7 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import workloads as W
-from _common import H100_BF16_PEAK, Recorder, flops_per_sequence, log, machine, median
+from _common import Recorder, log, machine, timing
 
 from qwen3_rerank import prompts
 
@@ -159,22 +159,7 @@ def main() -> None:
                     extra["max_score_diff_vs_LLM.score"] = max(abs(a - b) for a, b in zip(saved[key], scores))
             if time.monotonic() > deadline:
                 break
-        t = median(times)
-        pairs, tokens = len(lengths), sum(lengths)
-        flops = sum(flops_per_sequence(args.shape, n) for n in lengths)
-        rec.add(
-            workload=wl.name,
-            engine=name,
-            pairs=pairs,
-            tokens=tokens,
-            mean_tokens=round(tokens / pairs, 1),
-            seconds=round(t, 4),
-            seconds_all=[round(x, 4) for x in times],
-            pairs_per_s=round(pairs / t, 1),
-            tokens_per_s=round(tokens / t),
-            peak_frac=round(flops / t / H100_BF16_PEAK, 4),
-            **extra,
-        )
+        rec.add(workload=wl.name, engine=name, **timing(args.shape, lengths, times), **extra)
 
     for wname in args.workloads.split(","):
         wl = W.WORKLOADS[wname]
