@@ -60,6 +60,14 @@ class Bench:
         if self.left() < 5:
             self.rec.add(workload=wl.name, engine=engine, note="skipped: time budget", **extra)
             return None
+        try:
+            return self._measure(engine, wl, call, reps, **extra)
+        except Exception as exc:  # noqa: BLE001 - an OOM or a failure is a result; go on
+            self.rec.add(workload=wl.name, engine=engine, note=f"failed: {type(exc).__name__}: {str(exc)[:300]}", **extra)
+            free()
+            return None
+
+    def _measure(self, engine: str, wl: W.Workload, call, reps: int, **extra):
         warm = W.Workload(wl.name, min(2, wl.queries), min(16, wl.docs_per_query), wl.doc_words, wl.query_words)
         call(*W.make_inputs(warm, 10_000))
         self.sync()
@@ -93,6 +101,10 @@ def free():
         torch.cuda.empty_cache()
 
 
+def official_name(bs: int) -> str:
+    return "official-card" if bs == 0 else f"official-bs{bs}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", required=True)
@@ -103,77 +115,114 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=240)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--workloads", default="W1,W2,W3")
-    ap.add_argument("--official-batch", default="16,32")
-    ap.add_argument("--engine-configs", default="16:off,16:on,64:off,64:on")
+    ap.add_argument("--official-batch", default="0,16,32", help="0 = one call per query (the card's usage)")
+    ap.add_argument("--official-workloads", default="", help="workloads for the official code (default: --workloads)")
+    ap.add_argument(
+        "--engine-configs",
+        default="16:off,64:off,16:on,64:on,64:off:compile,64:on:compile",
+        help="batch_size:reuse_prefix[:compile], comma-separated; compiled ones run last, on their own engine",
+    )
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--sweep-config", default="16:off")
     args = ap.parse_args()
     b = Bench(args)
     dtype = getattr(torch, args.dtype)
     wls = [W.WORKLOADS[n] for n in args.workloads.split(",")]
+    official_wls = [W.WORKLOADS[n] for n in (args.official_workloads or args.workloads).split(",")]
     results: dict[tuple[str, str], dict] = {}
 
-    official_batches = [int(x) for x in args.official_batch.split(",") if x]
-    for bs in official_batches:
-        log("official batch", bs)
-        off = OfficialReranker(args.model, dtype=dtype, device=args.device, batch_size=bs)
-        for wl in wls:
+    for bs in [int(x) for x in args.official_batch.split(",") if x]:
+        name = official_name(bs)
+        log(name)
+        try:
+            off = OfficialReranker(args.model, dtype=dtype, device=args.device, batch_size=bs)
+        except Exception as exc:  # noqa: BLE001
+            b.rec.add(engine=name, note=f"failed to load: {type(exc).__name__}: {exc}")
+            continue
+        for wl in official_wls:
             reps = 1 if wl.name == "W3" else args.reps
-            if wl.name == "W3" and bs != official_batches[0]:
-                continue
-            r = b.measure(f"official-bs{bs}", wl, off.rerank_many, reps, batch_size=bs)
+            r = b.measure(name, wl, off.rerank_many, reps, batch_size=bs)
             if r and "pairs_per_s" in r:
-                results[(f"official-bs{bs}", wl.name)] = r
+                results[(name, wl.name)] = r
         off.close()
         del off
         free()
 
-    log("engine")
-    eng = TransformersEngine(args.model, device=args.device, dtype=dtype)
-    reranker = Reranker(eng)
+    configs = [tuple(c.split(":")) for c in args.engine_configs.split(",") if c]
+    configs.sort(key=lambda c: len(c) > 2)  # eager first, then compiled (one engine each)
+    eng = reranker = None
+    compiled = None
 
     def run(queries, docs):
         return [[r.score for r in sorted(rk, key=lambda r: r.index)] for rk in reranker.rerank_many(queries, docs)]
 
-    for cfg in args.engine_configs.split(","):
-        bs, reuse = cfg.split(":")
-        eng.batch_size, eng.reuse_prefix = int(bs), reuse == "on"
-        name = f"engine-bs{bs}-prefix{reuse}"
+    for cfg in configs:
+        bs, reuse = int(cfg[0]), cfg[1] == "on"
+        want_compile = len(cfg) > 2 and cfg[2] == "compile"
+        if eng is None or compiled != want_compile:
+            if eng is not None:
+                eng.close()
+                del eng, reranker
+                free()
+            log("engine", "compile" if want_compile else "eager")
+            t0 = time.perf_counter()
+            eng = TransformersEngine(args.model, device=args.device, dtype=dtype, torch_compile=want_compile)
+            reranker = Reranker(eng)
+            compiled = want_compile
+            if want_compile:
+                # Compile every graph the runs will need (plain and prefix path, one-row batches).
+                for r in (False, True):
+                    eng.reuse_prefix = r
+                    for nq, nd in ((1, 1), (1, 2), (2, 3), (2, 17)):
+                        run(*W.make_inputs(W.Workload("warm", nq, nd, 40), 20_000))
+                b.sync()
+                b.rec.add(engine="engine-compile", kind="startup", seconds=round(time.perf_counter() - t0, 1))
+        eng.batch_size, eng.reuse_prefix = bs, reuse
+        name = f"engine-bs{bs}-prefix{'on' if reuse else 'off'}" + ("-compile" if want_compile else "")
         for wl in wls:
             reps = 1 if wl.name == "W3" else args.reps
-            r = b.measure(name, wl, run, reps, batch_size=int(bs), reuse_prefix=reuse == "on")
+            r = b.measure(name, wl, run, reps, batch_size=bs, reuse_prefix=reuse, torch_compile=want_compile)
             if r and "pairs_per_s" in r:
                 results[(name, wl.name)] = r
 
-    # Score agreement (bf16: batch composition and padding change rounding) and ratios.
+    # Score agreement (bf16: batch composition and padding change rounding) and ratios, against
+    # every official variant measured on the same workload.
     for (name, wl), r in list(results.items()):
         if not name.startswith("engine"):
             continue
-        offs = [v for (n, w), v in results.items() if n.startswith("official") and w == wl]
-        if not offs:
-            continue
-        best = max(offs, key=lambda v: v["pairs_per_s"])
-        ref = b.scores.get((best["engine"], wl))
-        mine = b.scores.get((name, wl))
-        diff = max(abs(x - y) for x, y in zip(ref, mine)) if ref and mine else None
-        b.rec.add(
-            workload=wl,
-            engine=name,
-            kind="ratio",
-            vs=best["engine"],
-            ratio=round(r["pairs_per_s"] / best["pairs_per_s"], 3),
-            mem_ratio=round(r["peak_mem_gib"] / best["peak_mem_gib"], 3) if r.get("peak_mem_gib") else None,
-            max_score_diff=diff,
-        )
+        for (oname, owl), o in results.items():
+            if not oname.startswith("official") or owl != wl:
+                continue
+            ref = b.scores.get((oname, wl))
+            mine = b.scores.get((name, wl))
+            diff = max(abs(x - y) for x, y in zip(ref, mine)) if ref and mine else None
+            b.rec.add(
+                workload=wl,
+                engine=name,
+                kind="ratio",
+                vs=oname,
+                ratio=round(r["pairs_per_s"] / o["pairs_per_s"], 3),
+                mem_ratio=round(r["peak_mem_gib"] / o["peak_mem_gib"], 3) if r.get("peak_mem_gib") else None,
+                max_score_diff=diff,
+            )
 
     if args.sweep:
-        eng.batch_size, eng.reuse_prefix = 16, False  # the engine's defaults
+        if eng is None:  # no configs given: the engine as a user gets it, defaults untouched
+            eng = TransformersEngine(args.model, device=args.device, dtype=dtype)
+            reranker = Reranker(eng)
+            label = f"engine-default-bs{eng.batch_size}-prefix{'on' if eng.reuse_prefix else 'off'}"
+        else:
+            bs, reuse = args.sweep_config.split(":")[:2]
+            eng.batch_size, eng.reuse_prefix = int(bs), reuse == "on"
+            label = f"engine-bs{bs}-prefix{reuse}" + ("-compile" if compiled else "")
         for n_docs in (10, 100, 1000):
             wl = W.Workload(f"sweep-docs{n_docs}", 1, n_docs, 256)
-            b.measure("engine-default", wl, run, 1, sweep="docs", x=n_docs)
+            b.measure(label, wl, run, 1, sweep="docs", x=n_docs)
         for words in (64, 256, 1024, 4096):
             wl = W.Workload(f"sweep-tokens{words}", 1, 100, words)
-            b.measure("engine-default", wl, run, 1, sweep="tokens", x=words)
-    eng.close()
+            b.measure(label, wl, run, 1, sweep="tokens", x=words)
+    if eng is not None:
+        eng.close()
 
 
 from official import OfficialReranker

@@ -136,6 +136,12 @@ def main() -> None:
         if time.monotonic() > deadline:
             rec.add(workload=wl.name, engine=name, note="skipped: time budget", **extra)
             return
+        try:
+            _measure(name, fn, prep, wl, reps, offset, **extra)
+        except Exception as exc:  # noqa: BLE001 - a failure is a result; go on with the next
+            rec.add(workload=wl.name, engine=name, note=f"failed: {type(exc).__name__}: {str(exc)[:300]}", **extra)
+
+    def _measure(name, fn, prep, wl, reps, offset=0, **extra):
         warm = W.Workload(wl.name, min(2, wl.queries), min(16, wl.docs_per_query), wl.doc_words, wl.query_words)
         q, d = W.make_inputs(warm, 10_000 + offset)
         fn(prep(q, d)) if prep else fn(q, d)

@@ -4,9 +4,12 @@ Source: the "Transformers Usage" section of https://huggingface.co/Qwen/Qwen3-Re
 (identical for 4B and 8B). Only two things are added around it: the model path and dtype are
 arguments (the card hard-codes the hub id and shows ``torch_dtype=torch.float16`` with
 ``flash_attention_2`` as an option; benchmarks use bfloat16 + SDPA, flash-attn is not installed
-on the benchmark machine), and the pairs go through ``process_inputs``/``compute_logits`` in
-chunks of ``batch_size`` in input order (the card feeds its 2 example pairs in one batch; 800
-pairs of full-vocabulary logits do not fit in one).
+on the benchmark machine), and how the pairs are fed to ``process_inputs``/``compute_logits``:
+
+* ``batch_size=0`` ("official-card"): the card's own usage, one call with all the pairs of one
+  query (the card builds ``pairs`` for a query and its documents and scores them in one batch);
+* ``batch_size=N`` ("official-bsN"): chunks of N pairs in input order, a tuned variant (smaller
+  padded batches, far smaller full-vocabulary logits); 800 pairs do not fit in one call.
 """
 
 from __future__ import annotations
@@ -74,7 +77,12 @@ class OfficialReranker:
     # --- model card code ends ---
 
     def rerank_many(self, queries, documents, instruction=None):
-        """Scores per query, in input order (the card's loop, chunked)."""
+        """Scores per query, in input order (one call per query, or chunks of ``batch_size``)."""
+        if not self.batch_size:
+            return [
+                self.compute_logits(self.process_inputs([self.format_instruction(instruction, q, d) for d in docs]))
+                for q, docs in zip(queries, documents)
+            ]
         pairs = [self.format_instruction(instruction, q, d) for q, docs in zip(queries, documents) for d in docs]
         scores = []
         for start in range(0, len(pairs), self.batch_size):

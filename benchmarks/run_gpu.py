@@ -10,8 +10,10 @@ Phases
     tf-<shape>             bench_transformers.py (official model-card code vs TransformersEngine)
     vllm-raw-<shape>       bench_vllm.py --mode raw    (vllm.LLM.score, token-id LLM.classify)
     vllm-engine-<shape>    bench_vllm.py --mode engine (VLLMEngine through Reranker)
+    vllm-replicas2-<shape> the same with VLLMEngine(replicas=2): two vLLM instances on the GPU
     vllm-tuned-<shape>     the same with vllm.LLM's own step budget passed to VLLMEngine
                            (max_num_batched_tokens=16384, max_num_seqs=1024; see RESULTS.md)
+    tfsweep-<shape>        bench_transformers.py --sweep only, with the engine's defaults
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ ROOT = HERE.parent
 
 # Per phase: (estimated seconds, extra arguments). The bench scripts also stop measuring at
 # their --budget, so a phase ends cleanly even when the estimate is off.
-VLLM_SWEEP = {"0.6B": True, "4B": False, "8B": False}
+VLLM_SWEEP = {"0.6B": False, "4B": False, "8B": False}  # the 0.6B sweep ran on 2026-11-27
+TF_CONFIGS = "16:off,64:off,16:on,64:on,64:off:compile,64:on:compile"
+TF_CONFIGS_LARGE = "16:off,64:off,64:on,64:on:compile"
 
 
 def phase_command(phase: str, state: Path, budget: float) -> list[str]:
@@ -43,10 +47,13 @@ def phase_command(phase: str, state: Path, budget: float) -> list[str]:
             f"make_test_model({model!r}, shape={shape!r}, dtype='bfloat16', device='cuda')"
         )
         return [py, "-c", code]
-    if kind == "tf":
-        extra = ["--official-batch", "16,32", "--engine-configs", "16:off,16:on,64:off,64:on", "--sweep"]
-        if shape != "0.6B":
-            extra = ["--official-batch", "16,32", "--engine-configs", "16:off,16:on,64:off,64:on"]
+    if kind in ("tf", "tfsweep"):
+        if kind == "tfsweep":
+            extra = ["--official-batch", "", "--engine-configs", "", "--sweep", "--workloads", "W1"]
+        elif shape == "0.6B":
+            extra = ["--official-batch", "0,16,32", "--engine-configs", TF_CONFIGS]
+        else:  # larger shapes: the card's usage and bs16 as baselines, W1 and W2 only
+            extra = ["--official-batch", "0,16", "--engine-configs", TF_CONFIGS_LARGE, "--workloads", "W1,W2"]
         return [
             py,
             str(HERE / "bench_transformers.py"),
@@ -60,11 +67,13 @@ def phase_command(phase: str, state: Path, budget: float) -> list[str]:
             str(budget),
             *extra,
         ]
-    if kind in ("vllm-raw", "vllm-engine", "vllm-tuned"):
+    if kind in ("vllm-raw", "vllm-engine", "vllm-tuned", "vllm-replicas2"):
         mode = "raw" if kind == "vllm-raw" else "engine"
         extra = ["--sweep"] if VLLM_SWEEP.get(shape) else []
         if kind == "vllm-tuned":
             extra += ["--engine-kw", "max_num_batched_tokens=16384", "--engine-kw", "max_num_seqs=1024"]
+        if kind == "vllm-replicas2":
+            extra += ["--engine-kw", "replicas=2"]
         return [
             py,
             str(HERE / "bench_vllm.py"),
@@ -109,7 +118,7 @@ def main() -> None:
             continue
         budget = float(budgets.get(phase, 240))
         # vLLM phases spend ~100 s starting before their measuring budget begins.
-        startup = 110 if phase.startswith("vllm") else 0
+        startup = (200 if "replicas" in phase else 110) if phase.startswith("vllm") else 0
         cmd = phase_command(phase, state, min(budget, left - 40 - startup))
         print(f"== {phase}: {' '.join(cmd[:3])} ... ({left:.0f} s left)", flush=True)
         t0 = time.monotonic()

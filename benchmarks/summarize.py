@@ -22,16 +22,17 @@ def main(path: str) -> None:
     last: OrderedDict = OrderedDict()
     for r in rows:
         if "pairs_per_s" in r or "ratio" in r or "note" in r or r.get("kind") == "startup":
-            last[(r.get("suite"), r.get("shape"), r.get("workload"), r.get("engine"), r.get("kind"))] = r
-    for (suite, shape, wl, eng, kind), r in last.items():
+            key = (r.get("suite"), r.get("shape"), r.get("workload"), r.get("engine"), r.get("kind"), r.get("vs"))
+            last[key] = r
+    for (suite, shape, wl, eng, kind, _), r in last.items():
         if kind == "startup":
-            print(f"{suite:12} {shape:5} startup {eng:8} {r['seconds']} s")
+            print(f"{suite!s:12} {shape!s:5} startup {eng!s:8} {r['seconds']} s")
         elif kind == "ratio":
             print(
                 f"{suite:12} {shape:5} {wl:16} {eng:26} ratio={r['ratio']} vs {r['vs']} mem_ratio={r.get('mem_ratio')} diff={r.get('max_score_diff')}"
             )
         elif "note" in r:
-            print(f"{suite:12} {shape:5} {wl:16} {eng:26} {r['note']}")
+            print(f"{suite!s:12} {shape!s:5} {wl!s:16} {eng!s:26} {r['note']}")
         else:
             extra = {k: r[k] for k in ("max_score_diff_vs_LLM.score",) if k in r}
             print(

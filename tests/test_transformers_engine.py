@@ -113,3 +113,38 @@ def test_unsupported_checkpoint_is_refused(tmp_path):
     )
     with pytest.raises(ConfigurationError, match="exactly one"):
         TransformersEngine(tmp_path)
+
+
+def test_torch_compile_is_exact_for_any_batch_shape(tiny_model):
+    """``torch_compile=True`` (dynamic shapes): same scores as the official formula, for padded
+    batches of different sizes and lengths and with prefix reuse, without recompiling."""
+    import torch
+
+    from qwen3_rerank.engines.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine(tiny_model, device="cpu", dtype="float32", batch_size=3, torch_compile=True)
+    try:
+        assert isinstance(engine._body, torch._dynamo.eval_frame.OptimizedModule)
+        reranker = Reranker(engine, max_length=256)
+        counters = torch._dynamo.utils.counters
+        graphs = []
+        for round_ in (1, 2):  # round 2: the same batch sizes, other sequence lengths
+            for reuse in (False, True):
+                engine.reuse_prefix = reuse
+                for docs in ([d * round_ for d in DOCS], [d * round_ for d in DOCS[:5]]):
+                    seqs = sequences(reranker, QUERIES, docs)
+                    got = engine.score(reranker._plan(QUERIES, [docs] * 2, None).pairs).scores
+                    assert got == pytest.approx(reference_scores(tiny_model, seqs), abs=1e-5)
+            graphs.append(counters["stats"]["unique_graphs"])
+        # New lengths reuse the graphs (dynamic shapes); only a one-row batch and the prefix
+        # path's two kinds of pass ever add one.
+        assert graphs[1] == graphs[0] <= 6
+    finally:
+        engine.close()
+
+
+def test_torch_compile_refused_where_unsupported(tiny_model):
+    from qwen3_rerank.engines.transformers_engine import TransformersEngine
+
+    with pytest.raises(ConfigurationError, match="torch_compile"):
+        TransformersEngine(tiny_model, device="npu", torch_compile=True)

@@ -75,6 +75,47 @@ def test_bad_options_are_refused_before_vllm_starts(tiny_model):
         VLLMEngine(tiny_model, gpu_memory_utilization=1.5)
     with pytest.raises(ValueError, match="data_parallel_size"):
         VLLMEngine(tiny_model, data_parallel_size=0)
+    with pytest.raises(ValueError, match="replicas"):
+        VLLMEngine(tiny_model, replicas=0)
+
+
+def _router(replicas, load=None):
+    from qwen3_rerank.engines.vllm_engine import _SharedEngine
+
+    shared = _SharedEngine.__new__(_SharedEngine)  # routing only: no vLLM behind it
+    shared.replicas = replicas
+    shared._load = list(load or [0] * replicas)
+    return shared
+
+
+def test_replica_routing_keeps_query_runs_together_and_balances_tokens():
+    one_query = [[1, 2, 3, 10 + i] for i in range(100)]
+    # One instance: everything to it.
+    assert set(_router(1)._route(one_query, [3] * 100)) == {0}
+    # 100 documents of one query over 2 instances: two contiguous runs of 50, one each.
+    targets = _router(2)._route(one_query, [3] * 100)
+    assert targets == [0] * 50 + [1] * 50
+    # A short call is not split (a run costs one more prefix): it goes to the least loaded one.
+    assert set(_router(2)._route(one_query[:10], [3] * 10)) == {0}
+    assert set(_router(2, load=[500, 0])._route(one_query[:10], [3] * 10)) == {1}
+    # 8 queries x 100 documents: equal token shares, and no run mixes two queries.
+    seqs = [[q, q, q] + [7] * (5 + (i % 3)) for q in range(8) for i in range(100)]
+    targets = _router(2)._route(seqs, [3] * len(seqs))
+    tokens = [sum(len(s) for s, t in zip(seqs, targets) if t == r) for r in (0, 1)]
+    assert abs(tokens[0] - tokens[1]) <= max(len(s) for s in seqs) * 50
+    for q in range(8):
+        runs = targets[q * 100 : (q + 1) * 100]
+        assert runs == [runs[0]] * 50 + [runs[50]] * 50
+
+
+def test_replicas_split_the_memory_share():
+    from qwen3_rerank.engines.vllm_engine import _get_adapter, _per_instance_options
+
+    adapter = _get_adapter()
+    assert _per_instance_options({"gpu_memory_utilization": 0.5}, 1, adapter) == {"gpu_memory_utilization": 0.5}
+    assert _per_instance_options({"gpu_memory_utilization": 0.5}, 2, adapter)["gpu_memory_utilization"] == 0.25
+    default = adapter.AsyncEngineArgs.gpu_memory_utilization  # vLLM's own default, split
+    assert _per_instance_options({}, 2, adapter)["gpu_memory_utilization"] == round(default / 2, 4)
 
 
 def test_options_per_checkpoint_kind_and_platform(monkeypatch):
@@ -365,3 +406,37 @@ def test_seq_cls_checkpoint_parity_and_close_frees_the_engine(tiny_seq_cls_model
         except psutil.TimeoutExpired:
             alive.add(pid)
     assert not alive, f"vLLM processes still running after the last close: {alive}"
+
+
+@pytest.mark.vllm
+def test_two_replicas_on_one_device_score_exactly_and_share_the_work(tiny_model):
+    """``replicas=2``: two vLLM instances, one engine; same scores, both instances used."""
+    from qwen3_rerank.engines.vllm_engine import VLLMEngine, _registry
+
+    engine = VLLMEngine(tiny_model, replicas=2, **VLLM_CPU_OPTIONS)
+    shared = engine._shared
+    try:
+        assert len(engine.llms) == 2 and engine.llms[0] is not engine.llms[1]
+        for llm in engine.llms:
+            assert llm.vllm_config.cache_config.gpu_memory_utilization == pytest.approx(
+                VLLM_CPU_OPTIONS["gpu_memory_utilization"] / 2
+            )
+        reranker = Reranker(engine, max_length=256)
+        docs = [f"document {i}: " + "Paris is in France. " * (i % 7) for i in range(40)]
+        queries = QUERIES
+        seqs = sequences(reranker, queries, [docs, docs])
+        expected = reference_scores(tiny_model, seqs)
+        got = reranker.rerank_many(queries, [docs, docs])
+        assert [r.score for ranking in got for r in by_index(ranking)] == pytest.approx(expected, abs=1e-5)
+        assert all(n > 0 for n in engine.stats.replica_requests)
+        assert sum(engine.stats.replica_requests) == 80
+
+        async def concurrent():
+            return await asyncio.gather(*(reranker.arerank(q, docs[:8]) for q in queries * 3))
+
+        rankings = asyncio.run(concurrent())
+        assert [len(r) for r in rankings] == [8] * 6
+        assert engine.stats.in_flight == 0
+    finally:
+        engine.close()
+    assert shared.key not in _registry and shared.llms == []

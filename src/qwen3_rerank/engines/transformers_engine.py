@@ -104,6 +104,10 @@ class TransformersEngine(Engine):
             of that query's documents (exact; see the module docstring). Off by default: the
             first GPU measurement (per-query batches) was slower than plain batching at 0.6B;
             the cross-query batching now used awaits its GPU measurement (benchmarks/RESULTS.md).
+        torch_compile: Compile the decoder with ``torch.compile(dynamic=True)`` (CUDA and CPU).
+            Fuses the element-wise work (norms, rotary, activations) that bounds small models in
+            eager mode; the first call pays the compilation (tens of seconds), later calls of
+            any batch shape reuse it. Off by default (see benchmarks/RESULTS.md for what it buys).
 
     Example:
         >>> engine = TransformersEngine("Qwen/Qwen3-Reranker-0.6B")  # doctest: +SKIP
@@ -122,6 +126,7 @@ class TransformersEngine(Engine):
         revision: str | None = None,
         attn_implementation: str | None = None,
         reuse_prefix: bool = False,
+        torch_compile: bool = False,
     ) -> None:
         if model is None:
             raise ConfigurationError(
@@ -137,6 +142,12 @@ class TransformersEngine(Engine):
         self.model_name = str(model)
         self.architecture, config = read_architecture(model, revision=revision)
         self.device = device or auto_device()
+        self.torch_compile = bool(torch_compile)
+        if self.torch_compile and not (self.device.startswith("cuda") or self.device == "cpu"):
+            raise ConfigurationError(
+                f"torch_compile=True is supported on CUDA and CPU, not on {self.device!r}; "
+                "leave it off there (the eager path is exact everywhere)"
+            )
         if self.device.startswith("npu"):
             import torch_npu  # noqa: F401  (registers the NPU backend)
         if isinstance(dtype, str):
@@ -169,6 +180,9 @@ class TransformersEngine(Engine):
         self._row = row.detach().to(self.device).clone()
         self._bias = bias
         del net
+        if self.torch_compile:
+            # dynamic=True: one graph for every batch size and sequence length (no recompiles).
+            self._body = torch.compile(self._body, dynamic=True)
         self._pad_id = 0
         #: Run each query's shared prefix once and reuse its KV cache for all its documents.
         self.reuse_prefix = bool(reuse_prefix)

@@ -253,6 +253,7 @@ class VLLMStats:
         peak_in_flight: The most requests that were inside vLLM at the same time.
         peak_calls_in_flight: The most calls whose requests were inside vLLM at the same time
             (2 or more means concurrent calls were scheduled together).
+        replica_requests: Requests sent to each vLLM instance (one entry per replica).
     """
 
     calls: int = 0
@@ -260,52 +261,97 @@ class VLLMStats:
     in_flight: int = 0
     peak_in_flight: int = 0
     peak_calls_in_flight: int = 0
+    replica_requests: list[int] = field(default_factory=lambda: [0])
     _calls_in_flight: int = field(default=0, repr=False)
 
 
 class _SharedEngine:
-    """One ``AsyncLLM`` on a private event loop thread, shared by reference count."""
+    """``replicas`` ``AsyncLLM`` instances on one private event loop thread, shared by reference count.
 
-    def __init__(self, key: str, model: str, options: dict[str, Any]) -> None:
+    With ``replicas > 1`` every instance gets ``1/replicas`` of the memory share (vLLM reads
+    ``gpu_memory_utilization`` per instance) and a call's pairs are routed to them in
+    contiguous runs of one query (so each instance's prefix cache still sees each query's
+    documents together), each run to the instance with the fewest tokens in flight.
+    """
+
+    def __init__(self, key: str, model: str, options: dict[str, Any], replicas: int = 1) -> None:
         self.key = key
         self.options = options  # as passed to vLLM, platform defaults included
+        self.replicas = replicas
         self.refs = 0
-        self.stats = VLLMStats()
+        self.stats = VLLMStats(replica_requests=[0] * replicas)
         self._adapter = _get_adapter()
         self._ids = itertools.count()
-        engine_args = self._adapter.engine_args(model, options)  # option errors before any thread
+        self._load = [0] * replicas  # tokens in flight per instance
+        per_instance = _per_instance_options(options, replicas, self._adapter)
+        engine_args = self._adapter.engine_args(model, per_instance)  # option errors before any thread
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="qwen3-rerank-vllm", daemon=True)
         self._thread.start()
+        self.llms: list[Any] = []
 
         async def start() -> Any:
             # Built on the private loop: AsyncLLM starts its output handler on the loop it sees.
             return self._adapter.start(engine_args)
 
         try:
-            self.llm = asyncio.run_coroutine_threadsafe(start(), self._loop).result()
+            # One after the other: each instance profiles the free device memory when it starts.
+            for _ in range(replicas):
+                self.llms.append(asyncio.run_coroutine_threadsafe(start(), self._loop).result())
         except Exception as exc:
-            self._stop_loop()
+            self.shutdown()
             raise EngineError(
-                f"vLLM {self._adapter.version} could not start {model!r}: {type(exc).__name__}: {exc}"
+                f"vLLM {self._adapter.version} could not start {model!r}"
+                + (f" (instance {len(self.llms) + 1} of {replicas})" if replicas > 1 else "")
+                + f": {type(exc).__name__}: {exc}"
             ) from exc
         except BaseException:
-            self._stop_loop()
+            self.shutdown()
             raise
-        self.max_model_len = self._adapter.max_model_len(self.llm)
+        self.max_model_len = self._adapter.max_model_len(self.llms[0])
         self._params = self._adapter.pooling_params()
 
+    @property
+    def llm(self) -> Any:
+        return self.llms[0] if self.llms else None
+
     # Runs on the private loop.
-    async def _one(self, ids: list[int]) -> float:
+    async def _one(self, replica: int, ids: list[int]) -> float:
         final = None
         request_id = f"qwen3-rerank-{next(self._ids)}"
-        async for out in self.llm.encode(self._adapter.prompt(ids), self._params.clone(), request_id):
-            final = out
+        self._load[replica] += len(ids)
+        try:
+            # No clone of the params per request: vLLM's input processor copies them itself.
+            async for out in self.llms[replica].encode(self._adapter.prompt(ids), self._params, request_id):
+                final = out
+        finally:
+            self._load[replica] -= len(ids)
         if final is None:  # pragma: no cover - vLLM always yields the finished output
             raise EngineError(f"vLLM returned no output for request {request_id}")
         return self._adapter.logit(final)
 
-    async def _many(self, sequences: list[list[int]]) -> list[float]:
+    def _route(self, sequences: list[list[int]], prefix_lengths: Sequence[int]) -> list[int]:
+        """The instance of each sequence: runs of one query prefix go to the least loaded one."""
+        n = self.replicas
+        if n == 1:
+            return [0] * len(sequences)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (ids, k) in enumerate(zip(sequences, prefix_lengths)):
+            groups.setdefault(tuple(ids[:k]), []).append(i)
+        load = list(self._load)
+        out = [0] * len(sequences)
+        for members in groups.values():
+            # Split a query's documents over the instances only in runs worth a prefix each.
+            size = max(_MIN_RUN, math.ceil(len(members) / n))
+            for start in range(0, len(members), size):
+                run = members[start : start + size]
+                target = min(range(n), key=load.__getitem__)
+                for i in run:
+                    out[i] = target
+                    load[target] += len(sequences[i])
+        return out
+
+    async def _many(self, sequences: list[list[int]], prefix_lengths: Sequence[int]) -> list[float]:
         stats = self.stats
         stats.calls += 1
         stats.requests += len(sequences)
@@ -313,10 +359,13 @@ class _SharedEngine:
         stats._calls_in_flight += 1
         stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
         stats.peak_calls_in_flight = max(stats.peak_calls_in_flight, stats._calls_in_flight)
+        targets = self._route(sequences, prefix_lengths)
+        for t in targets:
+            stats.replica_requests[t] += 1
         try:
-            # All requests go into vLLM's scheduler at once; it batches them (and those of every
+            # All requests go into vLLM's scheduler(s) at once; it batches them (and those of every
             # other call in flight) under its token budget.
-            tasks = [asyncio.ensure_future(self._one(ids)) for ids in sequences]
+            tasks = [asyncio.ensure_future(self._one(t, ids)) for t, ids in zip(targets, sequences)]
             try:
                 return list(await asyncio.gather(*tasks))
             except BaseException:
@@ -329,22 +378,26 @@ class _SharedEngine:
             stats.in_flight -= len(sequences)
             stats._calls_in_flight -= 1
 
-    def submit(self, sequences: list[list[int]]) -> concurrent.futures.Future[list[float]]:
+    def submit(
+        self, sequences: list[list[int]], prefix_lengths: Sequence[int] | None = None
+    ) -> concurrent.futures.Future[list[float]]:
         if not self._thread.is_alive():
             raise EngineError("this vLLM engine was closed; create a new VLLMEngine")
-        return asyncio.run_coroutine_threadsafe(self._many(sequences), self._loop)
+        lengths = prefix_lengths if prefix_lengths is not None else [0] * len(sequences)
+        return asyncio.run_coroutine_threadsafe(self._many(sequences, lengths), self._loop)
 
     def shutdown(self) -> None:
-        async def stop() -> None:
-            self._adapter.shutdown(self.llm)
+        async def stop(llm: Any) -> None:
+            self._adapter.shutdown(llm)
 
         try:
-            if self._thread.is_alive():
-                asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=120)
+            for llm in self.llms:
+                if self._thread.is_alive():
+                    asyncio.run_coroutine_threadsafe(stop(llm), self._loop).result(timeout=120)
         except Exception:  # pragma: no cover - best effort on shutdown
             logger.warning("vLLM did not shut down cleanly", exc_info=True)
         finally:
-            self.llm = None
+            self.llms = []
             self._stop_loop()
 
     def _stop_loop(self) -> None:
@@ -355,18 +408,33 @@ class _SharedEngine:
             self._loop.close()
 
 
+# A query's documents are split over replicas only in runs of at least this many pairs: each run
+# computes the query prefix once more on its instance.
+_MIN_RUN = 16
+
+
+def _per_instance_options(options: dict[str, Any], replicas: int, adapter: _VLLMAdapter) -> dict[str, Any]:
+    """Each of ``replicas`` instances on the same device gets its share of the memory."""
+    if replicas == 1:
+        return options
+    total = options.get("gpu_memory_utilization")
+    if total is None:
+        total = getattr(adapter.AsyncEngineArgs, "gpu_memory_utilization", None) or 0.9
+    return {**options, "gpu_memory_utilization": round(float(total) / replicas, 4)}
+
+
 _registry: dict[str, _SharedEngine] = {}
 _registry_lock = threading.Lock()
 _atexit_registered = False
 
 
-def _acquire(model: str, options: dict[str, Any]) -> _SharedEngine:
+def _acquire(model: str, options: dict[str, Any], replicas: int = 1) -> _SharedEngine:
     global _atexit_registered
-    key = json.dumps({"model": model, **options}, sort_keys=True, default=repr)
+    key = json.dumps({"model": model, "replicas": replicas, **options}, sort_keys=True, default=repr)
     with _registry_lock:  # held while starting: a second caller with the same key waits and shares
         shared = _registry.get(key)
         if shared is None:
-            shared = _SharedEngine(key, model, _start_options(options))
+            shared = _SharedEngine(key, model, _start_options(options), replicas)
             _registry[key] = shared
             if not _atexit_registered:
                 # Registered after vLLM is imported, so it runs before vLLM's own exit hooks.
@@ -487,6 +555,11 @@ class VLLMEngine(Engine):
             precision problem with pooling models there).
         enforce_eager: Skip CUDA/NPU graph capture (faster start, slower steady state).
         revision: Hub revision of the model (and tokenizer).
+        replicas: vLLM instances of the model on the **same** device(s), each with
+            ``1/replicas`` of ``gpu_memory_utilization``. For small models (0.6B) a vLLM instance
+            is bound by its per-request CPU work, not by the GPU; two instances do that work in
+            two processes (measured in benchmarks/RESULTS.md). Pairs are routed in runs of one
+            query to the least loaded instance. Start time and weight memory grow with it.
         **llm_kwargs: Any other ``vllm.LLM``/``vllm.AsyncEngineArgs`` keyword (``quantization``,
             ``max_num_seqs``, ``max_num_batched_tokens``, ``hf_overrides`` …). ``hf_overrides``
             keys you pass win over the automatic ones.
@@ -516,6 +589,7 @@ class VLLMEngine(Engine):
         enable_prefix_caching: bool | None = None,
         enforce_eager: bool = False,
         revision: str | None = None,
+        replicas: int = 1,
         **llm_kwargs: Any,
     ) -> None:
         if model is None:
@@ -524,7 +598,11 @@ class VLLMEngine(Engine):
             raise ValueError(f"max_model_len must be a positive int or None, got {max_model_len!r}")
         if gpu_memory_utilization is not None and not (0.0 < gpu_memory_utilization <= 1.0):
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}")
-        for name, value in (("tensor_parallel_size", tensor_parallel_size), ("data_parallel_size", data_parallel_size)):
+        for name, value in (
+            ("tensor_parallel_size", tensor_parallel_size),
+            ("data_parallel_size", data_parallel_size),
+            ("replicas", replicas),
+        ):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         self.model_name = str(model)
@@ -545,7 +623,8 @@ class VLLMEngine(Engine):
         )
 
         self._tokenizer = Qwen3Tokenizer.from_pretrained(model, revision=revision)
-        self._shared: _SharedEngine | None = _acquire(self.model_name, self.options)
+        self.replicas = replicas
+        self._shared: _SharedEngine | None = _acquire(self.model_name, self.options, replicas)
         self.max_model_len = self._shared.max_model_len
 
     @property
@@ -559,8 +638,14 @@ class VLLMEngine(Engine):
 
     @property
     def llm(self) -> Any:
-        """The underlying ``vllm`` ``AsyncLLM`` (shared; do not shut it down yourself)."""
+        """The underlying ``vllm`` ``AsyncLLM`` (shared; do not shut it down yourself); with
+        ``replicas > 1`` the first instance (all of them: :attr:`llms`)."""
         return self._live().llm
+
+    @property
+    def llms(self) -> list[Any]:
+        """Every ``AsyncLLM`` instance of this engine (``replicas`` of them)."""
+        return list(self._live().llms)
 
     def __repr__(self) -> str:
         return f"VLLMEngine(model={self.model_name!r}, architecture={self.architecture!r}, closed={self._shared is None})"
@@ -573,13 +658,13 @@ class VLLMEngine(Engine):
     def score(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
         if not pairs:
             return EngineOutput(scores=[], logits=[])
-        future = self._live().submit([list(p.input_ids) for p in pairs])
+        future = self._live().submit([list(p.input_ids) for p in pairs], [p.query_length for p in pairs])
         return _output(future, pairs)
 
     async def ascore(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
         if not pairs:
             return EngineOutput(scores=[], logits=[])
-        future = self._live().submit([list(p.input_ids) for p in pairs])
+        future = self._live().submit([list(p.input_ids) for p in pairs], [p.query_length for p in pairs])
         # wrap_future: the caller's loop waits without blocking; cancelling this call cancels the
         # vLLM requests on the engine's loop.
         try:
