@@ -119,8 +119,8 @@ def main() -> None:
     ap.add_argument("--official-workloads", default="", help="workloads for the official code (default: --workloads)")
     ap.add_argument(
         "--engine-configs",
-        default="16:off,64:off,16:on,64:on,64:off:compile,64:on:compile",
-        help="batch_size:reuse_prefix[:compile], comma-separated; compiled ones run last, on their own engine",
+        default="16:off,64:off,16:on,64:on,64:auto",
+        help="batch_size:reuse_prefix (on/off/auto), comma-separated; 64:auto = the engine's defaults",
     )
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sweep-config", default="16:off")
@@ -149,39 +149,23 @@ def main() -> None:
         free()
 
     configs = [tuple(c.split(":")) for c in args.engine_configs.split(",") if c]
-    configs.sort(key=lambda c: len(c) > 2)  # eager first, then compiled (one engine each)
     eng = reranker = None
-    compiled = None
+    if configs:
+        log("engine")
+        eng = TransformersEngine(args.model, device=args.device, dtype=dtype)
+        reranker = Reranker(eng)
 
     def run(queries, docs):
         return [[r.score for r in sorted(rk, key=lambda r: r.index)] for rk in reranker.rerank_many(queries, docs)]
 
-    for cfg in configs:
-        bs, reuse = int(cfg[0]), cfg[1] == "on"
-        want_compile = len(cfg) > 2 and cfg[2] == "compile"
-        if eng is None or compiled != want_compile:
-            if eng is not None:
-                eng.close()
-                del eng, reranker
-                free()
-            log("engine", "compile" if want_compile else "eager")
-            t0 = time.perf_counter()
-            eng = TransformersEngine(args.model, device=args.device, dtype=dtype, torch_compile=want_compile)
-            reranker = Reranker(eng)
-            compiled = want_compile
-            if want_compile:
-                # Compile every graph the runs will need (plain and prefix path, one-row batches).
-                for r in (False, True):
-                    eng.reuse_prefix = r
-                    for nq, nd in ((1, 1), (1, 2), (2, 3), (2, 17)):
-                        run(*W.make_inputs(W.Workload("warm", nq, nd, 40), 20_000))
-                b.sync()
-                b.rec.add(engine="engine-compile", kind="startup", seconds=round(time.perf_counter() - t0, 1))
+    for bs_text, reuse_text in configs:
+        bs = int(bs_text)
+        reuse = {"on": True, "off": False, "auto": "auto"}[reuse_text]
         eng.batch_size, eng.reuse_prefix = bs, reuse
-        name = f"engine-bs{bs}-prefix{'on' if reuse else 'off'}" + ("-compile" if want_compile else "")
+        name = f"engine-bs{bs}-prefix{reuse_text}"
         for wl in wls:
             reps = 1 if wl.name == "W3" else args.reps
-            r = b.measure(name, wl, run, reps, batch_size=bs, reuse_prefix=reuse, torch_compile=want_compile)
+            r = b.measure(name, wl, run, reps, batch_size=bs, reuse_prefix=reuse)
             if r and "pairs_per_s" in r:
                 results[(name, wl.name)] = r
 
@@ -207,14 +191,13 @@ def main() -> None:
             )
 
     if args.sweep:
-        if eng is None:  # no configs given: the engine as a user gets it, defaults untouched
+        if eng is None:
             eng = TransformersEngine(args.model, device=args.device, dtype=dtype)
             reranker = Reranker(eng)
-            label = f"engine-default-bs{eng.batch_size}-prefix{'on' if eng.reuse_prefix else 'off'}"
-        else:
-            bs, reuse = args.sweep_config.split(":")[:2]
-            eng.batch_size, eng.reuse_prefix = int(bs), reuse == "on"
-            label = f"engine-bs{bs}-prefix{reuse}" + ("-compile" if compiled else "")
+        # The engine as a user gets it: its default batch size and prefix policy.
+        defaults = TransformersEngine.__init__.__kwdefaults__
+        eng.batch_size, eng.reuse_prefix = defaults["batch_size"], defaults["reuse_prefix"]
+        label = f"engine-default-bs{eng.batch_size}-prefix{eng.reuse_prefix}"
         for n_docs in (10, 100, 1000):
             wl = W.Workload(f"sweep-docs{n_docs}", 1, n_docs, 256)
             b.measure(label, wl, run, 1, sweep="docs", x=n_docs)

@@ -14,6 +14,7 @@ Phases
     vllm-tuned-<shape>     the same with vllm.LLM's own step budget passed to VLLMEngine
                            (max_num_batched_tokens=16384, max_num_seqs=1024; see RESULTS.md)
     tfsweep-<shape>        bench_transformers.py --sweep only, with the engine's defaults
+    tfdef-<shape>          the card's usage vs the engine's defaults (W1-W3), then the sweep
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ ROOT = HERE.parent
 # Per phase: (estimated seconds, extra arguments). The bench scripts also stop measuring at
 # their --budget, so a phase ends cleanly even when the estimate is off.
 VLLM_SWEEP = {"0.6B": False, "4B": False, "8B": False}  # the 0.6B sweep ran on 2026-11-27
-TF_CONFIGS = "16:off,64:off,16:on,64:on,64:off:compile,64:on:compile"
-TF_CONFIGS_LARGE = "16:off,64:off,64:on,64:on:compile"
+TF_CONFIGS = "16:off,64:off,16:on,64:on,64:auto"
+TF_CONFIGS_LARGE = "16:off,64:off,64:on,64:auto"
 
 
 def phase_command(phase: str, state: Path, budget: float) -> list[str]:
@@ -47,8 +48,10 @@ def phase_command(phase: str, state: Path, budget: float) -> list[str]:
             f"make_test_model({model!r}, shape={shape!r}, dtype='bfloat16', device='cuda')"
         )
         return [py, "-c", code]
-    if kind in ("tf", "tfsweep"):
-        if kind == "tfsweep":
+    if kind in ("tf", "tfsweep", "tfdef"):
+        if kind == "tfdef":
+            extra = ["--official-batch", "0", "--engine-configs", "64:auto", "--sweep"]
+        elif kind == "tfsweep":
             extra = ["--official-batch", "", "--engine-configs", "", "--sweep", "--workloads", "W1"]
         elif shape == "0.6B":
             extra = ["--official-batch", "0,16,32", "--engine-configs", TF_CONFIGS]

@@ -115,36 +115,33 @@ def test_unsupported_checkpoint_is_refused(tmp_path):
         TransformersEngine(tmp_path)
 
 
-def test_torch_compile_is_exact_for_any_batch_shape(tiny_model):
-    """``torch_compile=True`` (dynamic shapes): same scores as the official formula, for padded
-    batches of different sizes and lengths and with prefix reuse, without recompiling."""
-    import torch
 
-    from qwen3_rerank.engines.transformers_engine import TransformersEngine
+def test_auto_prefix_reuse_follows_the_saved_share(tiny_model, monkeypatch):
+    """``reuse_prefix="auto"`` takes the prefix path only when it saves enough of the call's
+    tokens (half of them for a small model), and the scores are the official formula's either way."""
+    from qwen3_rerank.engines import transformers_engine as te
 
-    engine = TransformersEngine(tiny_model, device="cpu", dtype="float32", batch_size=3, torch_compile=True)
-    try:
-        assert isinstance(engine._body, torch._dynamo.eval_frame.OptimizedModule)
-        reranker = Reranker(engine, max_length=256)
-        counters = torch._dynamo.utils.counters
-        graphs = []
-        for round_ in (1, 2):  # round 2: the same batch sizes, other sequence lengths
-            for reuse in (False, True):
-                engine.reuse_prefix = reuse
-                for docs in ([d * round_ for d in DOCS], [d * round_ for d in DOCS[:5]]):
-                    seqs = sequences(reranker, QUERIES, docs)
-                    got = engine.score(reranker._plan(QUERIES, [docs] * 2, None).pairs).scores
-                    assert got == pytest.approx(reference_scores(tiny_model, seqs), abs=1e-5)
-            graphs.append(counters["stats"]["unique_graphs"])
-        # New lengths reuse the graphs (dynamic shapes); only a one-row batch and the prefix
-        # path's two kinds of pass ever add one.
-        assert graphs[1] == graphs[0] <= 6
-    finally:
-        engine.close()
+    engine = te.TransformersEngine(tiny_model, device="cpu", dtype="float32")
+    assert engine.reuse_prefix == "auto" and engine.batch_size == 64 and engine._auto_prefix_share == 0.5
+    calls = []
+    real = te.TransformersEngine._logits_after_prefixes
 
+    def spy(self, prefixes, suffixes):
+        calls.append(len(suffixes))
+        return real(self, prefixes, suffixes)
 
-def test_torch_compile_refused_where_unsupported(tiny_model):
-    from qwen3_rerank.engines.transformers_engine import TransformersEngine
-
-    with pytest.raises(ConfigurationError, match="torch_compile"):
-        TransformersEngine(tiny_model, device="npu", torch_compile=True)
+    monkeypatch.setattr(te.TransformersEngine, "_logits_after_prefixes", spy)
+    reranker = Reranker(engine, max_length=512)
+    short = [f"doc {i}" for i in range(20)]  # the shared prefix is most of every pair
+    long = [f"document {i} " + "words and more words " * 30 for i in range(20)]
+    for docs, expect_prefix_path in ((short, True), (long, False)):
+        calls.clear()
+        pairs = reranker._plan(QUERIES, [docs] * 2, None).pairs
+        share = te._saved_share(te._prefix_groups(pairs), pairs)
+        assert (share >= 0.5) is expect_prefix_path
+        got = engine.score(pairs).scores
+        assert bool(calls) is expect_prefix_path
+        assert got == pytest.approx(reference_scores(tiny_model, [p.input_ids for p in pairs]), abs=1e-5)
+    with pytest.raises(ValueError, match="reuse_prefix"):
+        te.TransformersEngine(tiny_model, device="cpu", reuse_prefix="sometimes")
+    engine.close()

@@ -15,12 +15,15 @@ Sequences are sorted by length and cut into batches bounded by ``batch_size`` an
 state of each sequence's last real token is gathered.
 
 Shared query prefix: every pair of one query starts with the same ids (system prompt,
-instruction, query; ``EncodedPair.query_length`` of them). With ``reuse_prefix=True``,
+instruction, query; ``EncodedPair.query_length`` of them). With prefix reuse on,
 :meth:`TransformersEngine.score` runs every distinct prefix once (one batched pass), keeps its
 key/value cache, and runs only the document parts on top of it, batched across queries. Causal
 attention makes this the same computation as the full sequence: position ``i`` sees positions
 ``<= i`` either way. Pairs whose query has a single document, or no shared prefix, take the
-plain path.
+plain path. ``reuse_prefix="auto"`` (the default) turns it on for a call when the prefix work it
+saves is large enough to pay for the cached-attention path, a rule set from the H100 measurements
+in benchmarks/RESULTS.md: at least half of the call's tokens for small models (hidden size under
+2,560, i.e. 0.6B), at least 15 % for 4B and 8B.
 """
 
 from __future__ import annotations
@@ -96,18 +99,15 @@ class TransformersEngine(Engine):
         device: ``"cuda"``, ``"cuda:1"``, ``"npu"``, ``"cpu"`` … (default: CUDA, then Ascend
             NPU, then CPU).
         dtype: ``"auto"`` (bfloat16 on accelerators, float32 on CPU), or a torch dtype / its name.
-        batch_size: Most sequences in one forward pass.
+        batch_size: Most sequences in one forward pass (64: measured faster than 16 at 0.6B,
+            4B and 8B on an H100; ``max_batch_tokens`` still bounds each batch).
         max_batch_tokens: Most padded tokens in one forward pass (bounds activation memory).
         revision: Hub revision.
         attn_implementation: Passed to transformers (default: its own choice, SDPA).
         reuse_prefix: Run each query's shared prefix once and reuse its key/value cache for all
-            of that query's documents (exact; see the module docstring). Off by default: the
-            first GPU measurement (per-query batches) was slower than plain batching at 0.6B;
-            the cross-query batching now used awaits its GPU measurement (benchmarks/RESULTS.md).
-        torch_compile: Compile the decoder with ``torch.compile(dynamic=True)`` (CUDA and CPU).
-            Fuses the element-wise work (norms, rotary, activations) that bounds small models in
-            eager mode; the first call pays the compilation (tens of seconds), later calls of
-            any batch shape reuse it. Off by default (see benchmarks/RESULTS.md for what it buys).
+            of that query's documents (exact; see the module docstring). ``"auto"`` (default):
+            per call, only where the saved prefix work pays (short documents; any length past
+            4B); ``True``/``False``: always/never.
 
     Example:
         >>> engine = TransformersEngine("Qwen/Qwen3-Reranker-0.6B")  # doctest: +SKIP
@@ -121,12 +121,11 @@ class TransformersEngine(Engine):
         *,
         device: str | None = None,
         dtype: Any = "auto",
-        batch_size: int = 16,
+        batch_size: int = 64,
         max_batch_tokens: int = 16384,
         revision: str | None = None,
         attn_implementation: str | None = None,
-        reuse_prefix: bool = False,
-        torch_compile: bool = False,
+        reuse_prefix: bool | str = "auto",
     ) -> None:
         if model is None:
             raise ConfigurationError(
@@ -134,6 +133,8 @@ class TransformersEngine(Engine):
             )
         if batch_size < 1 or max_batch_tokens < 1:
             raise ValueError(f"batch_size and max_batch_tokens must be >= 1, got {batch_size} and {max_batch_tokens}")
+        if reuse_prefix not in (True, False, "auto"):
+            raise ValueError(f"reuse_prefix must be True, False or 'auto', got {reuse_prefix!r}")
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -142,12 +143,6 @@ class TransformersEngine(Engine):
         self.model_name = str(model)
         self.architecture, config = read_architecture(model, revision=revision)
         self.device = device or auto_device()
-        self.torch_compile = bool(torch_compile)
-        if self.torch_compile and not (self.device.startswith("cuda") or self.device == "cpu"):
-            raise ConfigurationError(
-                f"torch_compile=True is supported on CUDA and CPU, not on {self.device!r}; "
-                "leave it off there (the eager path is exact everywhere)"
-            )
         if self.device.startswith("npu"):
             import torch_npu  # noqa: F401  (registers the NPU backend)
         if isinstance(dtype, str):
@@ -180,12 +175,12 @@ class TransformersEngine(Engine):
         self._row = row.detach().to(self.device).clone()
         self._bias = bias
         del net
-        if self.torch_compile:
-            # dynamic=True: one graph for every batch size and sequence length (no recompiles).
-            self._body = torch.compile(self._body, dynamic=True)
         self._pad_id = 0
-        #: Run each query's shared prefix once and reuse its KV cache for all its documents.
-        self.reuse_prefix = bool(reuse_prefix)
+        #: Run each query's shared prefix once and reuse its KV cache for all its documents:
+        #: True, False or "auto" (see the module docstring).
+        self.reuse_prefix: bool | str = reuse_prefix
+        # "auto": the least share of a call's tokens that prefix reuse must save (measured).
+        self._auto_prefix_share = 0.5 if int(config.get("hidden_size") or 0) < 2560 else 0.15
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -197,7 +192,11 @@ class TransformersEngine(Engine):
         return f"TransformersEngine(model={self.model_name!r}, device={self.device!r}, dtype={self.dtype})"
 
     def score(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
-        logits = self._score_with_prefixes(pairs) if self.reuse_prefix else self.logits([p.input_ids for p in pairs])
+        groups = _prefix_groups(pairs) if self.reuse_prefix else {}
+        if self.reuse_prefix == "auto" and _saved_share(groups, pairs) < self._auto_prefix_share:
+            groups = {}
+        shared = {prefix: members for prefix, members in groups.items() if len(members) >= 2}
+        logits = self._score_with_prefixes(pairs, shared) if shared else self.logits([p.input_ids for p in pairs])
         return EngineOutput(scores=[_sigmoid(v) for v in logits], logits=logits)
 
     async def ascore(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
@@ -238,15 +237,9 @@ class TransformersEngine(Engine):
                     out[i] = v
         return out
 
-    def _score_with_prefixes(self, pairs: Sequence[EncodedPair]) -> list[float]:
-        """Logits of ``pairs``; pairs sharing a query prefix reuse one KV cache of it."""
-        by_prefix: dict[tuple[int, ...], list[int]] = {}
-        for i, pair in enumerate(pairs):
-            n = pair.query_length
-            if 0 < n < len(pair.input_ids):
-                # Keyed by the ids themselves, so pairs only share what really is identical.
-                by_prefix.setdefault(tuple(pair.input_ids[:n]), []).append(i)
-        shared = [(prefix, members) for prefix, members in by_prefix.items() if len(members) >= 2]
+    def _score_with_prefixes(self, pairs: Sequence[EncodedPair], groups: dict[tuple[int, ...], list[int]]) -> list[float]:
+        """Logits of ``pairs``; the pairs of each group (2+ sharing a prefix) reuse one KV cache of it."""
+        shared = list(groups.items())
         out = [0.0] * len(pairs)
         plain = set(range(len(pairs)))
         if shared:
@@ -361,6 +354,24 @@ class TransformersEngine(Engine):
                 torch.cuda.empty_cache()
         except Exception:  # pragma: no cover - best effort on shutdown
             logger.debug("could not empty the device cache", exc_info=True)
+
+
+def _prefix_groups(pairs: Sequence[EncodedPair]) -> dict[tuple[int, ...], list[int]]:
+    """Pairs by their query prefix ids (only pairs with a prefix and a document part)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, pair in enumerate(pairs):
+        n = pair.query_length
+        if 0 < n < len(pair.input_ids):
+            # Keyed by the ids themselves, so pairs only share what really is identical.
+            groups.setdefault(tuple(pair.input_ids[:n]), []).append(i)
+    return groups
+
+
+def _saved_share(groups: dict[tuple[int, ...], list[int]], pairs: Sequence[EncodedPair]) -> float:
+    """The share of the call's tokens that running each shared prefix once would not compute."""
+    total = sum(len(p.input_ids) for p in pairs)
+    saved = sum(len(prefix) * (len(members) - 1) for prefix, members in groups.items())
+    return saved / total if total else 0.0
 
 
 def _sigmoid(x: float) -> float:
