@@ -46,6 +46,15 @@ One engine per (model, options) per process
     last ``close`` shuts vLLM down and frees the device memory. Engines still open at interpreter
     exit are shut down by an ``atexit`` hook.
 
+Replicas on one device (``replicas=N``)
+    N ``AsyncLLM`` instances of the model on the same device(s), started one after the other (each
+    profiles the memory left), each with ``1/N`` of ``gpu_memory_utilization``, all on the one
+    private loop. A call's pairs go in runs of one query (at least ``_MIN_RUN`` pairs) to the
+    instance with the fewest tokens in flight, so each instance's prefix cache still sees a
+    query's documents together. Why: at 0.6B one instance is bound by its engine core's
+    per-request CPU work, not by the GPU; two engine-core processes do that work in parallel
+    (benchmarks/RESULTS.md: 1.24x on W1 on an H100).
+
 Platforms
     * CUDA: vLLM's defaults (``gpu_memory_utilization=0.92`` of the card).
     * Ascend NPU: install vLLM-Ascend (the ``vllm-ascend`` platform plugin; its Docker image has
