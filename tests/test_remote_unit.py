@@ -647,6 +647,47 @@ def test_server_tokenizer_matches_the_local_plain_tokenizer(tok: Qwen3Tokenizer)
     assert by_index(Reranker(engine).rerank("q", texts)) == pytest.approx(expected(tok, "q", texts))
 
 
+async def test_server_tokenizer_never_blocks_the_event_loop(tok: Qwen3Tokenizer) -> None:
+    """With the ``/tokenize`` fallback, tokenizing is HTTP: ``arerank`` does it on a worker thread."""
+    server = FakeVLLM(tok)
+    loop_thread = threading.get_ident()
+    tokenize_threads: list[int] = []
+
+    def slow_tokenize(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/tokenize":
+            tokenize_threads.append(threading.get_ident())
+            time.sleep(0.1)  # a slow server: a blocked loop would miss every tick meanwhile
+        return server(request)
+
+    engine = RemoteEngine(
+        "http://a:8000", tokenizer="server", max_model_len=1024, transport=httpx.MockTransport(slow_tokenize)
+    )
+    assert engine.plan_may_block  # nothing loaded yet
+    reranker = Reranker(engine)
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    task = asyncio.ensure_future(ticker())
+    try:
+        got = await reranker.arerank("q", DOCS[:3])
+    finally:
+        done.set()
+        await task
+    assert by_index(got) == pytest.approx(expected(tok, "q", DOCS[:3]))
+    assert tokenize_threads and loop_thread not in tokenize_threads
+    assert ticks >= 20  # >= 0.2 s of /tokenize went by while the loop kept running
+    assert engine.plan_may_block  # still HTTP tokenization
+    await engine.aclose()
+    local = engine_for(server, tok)
+    assert not local.plan_may_block  # a local tokenizer: planning stays on the loop (no I/O)
+
+
 # -- construction ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "args, kwargs, words",

@@ -162,7 +162,7 @@ class Reranker:
         score_threshold: float | None = None,
     ) -> Ranking:
         """Asynchronous :meth:`rerank` through the engine's real async path."""
-        plan = self._plan([query], [documents], instruction)
+        plan = await self._aplan([query], [documents], instruction)
         output = await self._engine.ascore(plan.pairs) if plan.pairs else EngineOutput(scores=[])
         return self._finish(plan, output, top_n, score_threshold)[0]
 
@@ -194,7 +194,7 @@ class Reranker:
         score_threshold: float | None = None,
     ) -> list[Ranking]:
         """Asynchronous :meth:`rerank_many`."""
-        plan = self._plan(queries, documents, instruction)
+        plan = await self._aplan(queries, documents, instruction)
         output = await self._engine.ascore(plan.pairs) if plan.pairs else EngineOutput(scores=[])
         return self._finish(plan, output, top_n, score_threshold)
 
@@ -216,6 +216,14 @@ class Reranker:
         )
 
     # -- shared sync/async helpers ----------------------------------------------------------
+    async def _aplan(self, queries: Sequence[str], documents: Sequence[Sequence[str]], instruction: str | None) -> _Plan:
+        """:meth:`_plan` for the async API: on a worker thread when tokenizing may wait on I/O."""
+        if self._engine.plan_may_block:
+            import asyncio  # not at module level: `import qwen3_rerank` stays light
+
+            return await asyncio.to_thread(self._plan, queries, documents, instruction)
+        return self._plan(queries, documents, instruction)
+
     def _plan(self, queries: Sequence[str], documents: Sequence[Sequence[str]], instruction: str | None) -> _Plan:
         started = time.perf_counter()
         _check_instruction(instruction)

@@ -32,6 +32,11 @@ class Engine(abc.ABC):
     #: Whether the engine needs ``EncodedPair.query_text``/``document_text`` (text-only servers).
     needs_text: bool = False
 
+    #: Whether building a call's token ids may wait on I/O (a tokenizer still to be fetched, or
+    #: one that tokenizes over HTTP). The async API then builds them on a worker thread, so the
+    #: caller's event loop never waits on that I/O.
+    plan_may_block: bool = False
+
     @property
     @abc.abstractmethod
     def tokenizer(self) -> Qwen3Tokenizer:

@@ -555,6 +555,15 @@ class RemoteEngine(Engine):
         return self._max_model_len
 
     @property  # type: ignore[override]
+    def plan_may_block(self) -> bool:
+        """Always with the server's ``/tokenize``; until it is loaded for a tokenizer that must be
+        fetched (hub, disk, ``/v1/models``); never for a tokenizer object passed in."""
+        if self._tokenizer is not None:
+            return isinstance(self._tokenizer, ServerTokenizer)
+        arg = self._tokenizer_arg
+        return arg is None or isinstance(arg, (str, os.PathLike, ServerTokenizer))
+
+    @property  # type: ignore[override]
     def needs_text(self) -> bool:
         """Text is built unless the server is known to take token ids."""
         return self._resolved is None or self._resolved[0] != "classify"
