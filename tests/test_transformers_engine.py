@@ -137,7 +137,7 @@ def test_auto_prefix_reuse_follows_the_saved_share(tiny_model, monkeypatch):
     for docs, expect_prefix_path in ((short, True), (long, False)):
         calls.clear()
         pairs = reranker._plan(QUERIES, [docs] * 2, None).pairs
-        share = te._saved_share(te._prefix_groups(pairs), pairs)
+        share = te._saved_share(te.prefix_groups(pairs), pairs)
         assert (share >= 0.5) is expect_prefix_path
         got = engine.score(pairs).scores
         assert bool(calls) is expect_prefix_path

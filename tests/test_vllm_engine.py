@@ -88,24 +88,35 @@ def _router(replicas, load=None):
     return shared
 
 
+def _route(router, seqs, prefix_length=3):
+    """Route ``seqs`` as VLLMEngine does: grouped by their first ``prefix_length`` ids."""
+    from qwen3_rerank._types import EncodedPair
+    from qwen3_rerank.engines._base import prefix_groups
+
+    pairs = [EncodedPair(input_ids=s, query_length=prefix_length) for s in seqs]
+    return router._route(seqs, list(prefix_groups(pairs).values()))
+
+
 def test_replica_routing_keeps_query_runs_together_and_balances_tokens():
     one_query = [[1, 2, 3, 10 + i] for i in range(100)]
     # One instance: everything to it.
-    assert set(_router(1)._route(one_query, [3] * 100)) == {0}
+    assert set(_route(_router(1), one_query)) == {0}
     # 100 documents of one query over 2 instances: two contiguous runs of 50, one each.
-    targets = _router(2)._route(one_query, [3] * 100)
+    targets = _route(_router(2), one_query)
     assert targets == [0] * 50 + [1] * 50
     # A short call is not split (a run costs one more prefix): it goes to the least loaded one.
-    assert set(_router(2)._route(one_query[:10], [3] * 10)) == {0}
-    assert set(_router(2, load=[500, 0])._route(one_query[:10], [3] * 10)) == {1}
+    assert set(_route(_router(2), one_query[:10])) == {0}
+    assert set(_route(_router(2, load=[500, 0]), one_query[:10])) == {1}
     # 8 queries x 100 documents: equal token shares, and no run mixes two queries.
     seqs = [[q, q, q] + [7] * (5 + (i % 3)) for q in range(8) for i in range(100)]
-    targets = _router(2)._route(seqs, [3] * len(seqs))
+    targets = _route(_router(2), seqs)
     tokens = [sum(len(s) for s, t in zip(seqs, targets) if t == r) for r in (0, 1)]
     assert abs(tokens[0] - tokens[1]) <= max(len(s) for s in seqs) * 50
     for q in range(8):
         runs = targets[q * 100 : (q + 1) * 100]
         assert runs == [runs[0]] * 50 + [runs[50]] * 50
+    # Sequences with no prefix group are still routed, together (groups=None: all one group).
+    assert _router(2)._route(one_query[:10], None) == [0] * 10
 
 
 def test_replicas_split_the_memory_share():

@@ -13,7 +13,7 @@ from .._types import EncodedPair, EngineOutput
 if TYPE_CHECKING:
     from .._tokenizer import Qwen3Tokenizer
 
-__all__ = ["Engine", "validate_output"]
+__all__ = ["Engine", "prefix_groups", "validate_output"]
 
 
 class Engine(abc.ABC):
@@ -61,6 +61,21 @@ class Engine(abc.ABC):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def prefix_groups(pairs: Sequence[EncodedPair]) -> dict[tuple[int, ...], list[int]]:
+    """Indices of ``pairs`` by their query prefix ids (``input_ids[:query_length]``).
+
+    Only pairs with a prefix and a document part after it are grouped; keyed by the ids
+    themselves, so pairs share only what really is identical. Engines use it to compute a
+    prefix once (``TransformersEngine``) or to keep a query's pairs together (``VLLMEngine``).
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, pair in enumerate(pairs):
+        n = pair.query_length
+        if 0 < n < len(pair.input_ids):
+            groups.setdefault(tuple(pair.input_ids[:n]), []).append(i)
+    return groups
 
 
 def validate_output(output: EngineOutput, expected: int, engine: str) -> EngineOutput:

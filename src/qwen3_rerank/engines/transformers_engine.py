@@ -43,7 +43,7 @@ from .._devices import auto_device, auto_dtype, quiet_transformers
 from .._exceptions import ConfigurationError, missing_dependency
 from .._tokenizer import Qwen3Tokenizer
 from .._types import EncodedPair, EngineOutput
-from ._base import Engine
+from ._base import Engine, prefix_groups
 
 __all__ = ["TransformersEngine", "read_architecture"]
 
@@ -192,7 +192,7 @@ class TransformersEngine(Engine):
         return f"TransformersEngine(model={self.model_name!r}, device={self.device!r}, dtype={self.dtype})"
 
     def score(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
-        groups = _prefix_groups(pairs) if self.reuse_prefix else {}
+        groups = prefix_groups(pairs) if self.reuse_prefix else {}
         if self.reuse_prefix == "auto" and _saved_share(groups, pairs) < self._auto_prefix_share:
             groups = {}
         shared = {prefix: members for prefix, members in groups.items() if len(members) >= 2}
@@ -354,17 +354,6 @@ class TransformersEngine(Engine):
                 torch.cuda.empty_cache()
         except Exception:  # pragma: no cover - best effort on shutdown
             logger.debug("could not empty the device cache", exc_info=True)
-
-
-def _prefix_groups(pairs: Sequence[EncodedPair]) -> dict[tuple[int, ...], list[int]]:
-    """Pairs by their query prefix ids (only pairs with a prefix and a document part)."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, pair in enumerate(pairs):
-        n = pair.query_length
-        if 0 < n < len(pair.input_ids):
-            # Keyed by the ids themselves, so pairs only share what really is identical.
-            groups.setdefault(tuple(pair.input_ids[:n]), []).append(i)
-    return groups
 
 
 def _saved_share(groups: dict[tuple[int, ...], list[int]], pairs: Sequence[EncodedPair]) -> float:

@@ -88,7 +88,7 @@ from typing import Any
 from .._exceptions import ConfigurationError, EngineError, missing_dependency
 from .._tokenizer import Qwen3Tokenizer
 from .._types import EncodedPair, EngineOutput
-from ._base import Engine
+from ._base import Engine, prefix_groups
 from .transformers_engine import CAUSAL, read_architecture
 
 __all__ = ["ORIGINAL_RERANKER_OVERRIDES", "VLLMEngine", "VLLMStats", "vllm_options"]
@@ -339,17 +339,23 @@ class _SharedEngine:
             raise EngineError(f"vLLM returned no output for request {request_id}")
         return self._adapter.logit(final)
 
-    def _route(self, sequences: list[list[int]], prefix_lengths: Sequence[int]) -> list[int]:
-        """The instance of each sequence: runs of one query prefix go to the least loaded one."""
+    def _route(self, sequences: list[list[int]], groups: Sequence[list[int]] | None) -> list[int]:
+        """The instance of each sequence: runs of one group (query) go to the least loaded one.
+
+        ``groups``: indices of the sequences that share a query prefix (:func:`prefix_groups`);
+        sequences in none of them form one more group. ``None``: one group of all.
+        """
         n = self.replicas
         if n == 1:
             return [0] * len(sequences)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, (ids, k) in enumerate(zip(sequences, prefix_lengths)):
-            groups.setdefault(tuple(ids[:k]), []).append(i)
+        runs = list(groups) if groups is not None else []
+        covered = {i for members in runs for i in members}
+        rest = [i for i in range(len(sequences)) if i not in covered]
+        if rest:
+            runs.append(rest)
         load = list(self._load)
         out = [0] * len(sequences)
-        for members in groups.values():
+        for members in runs:
             # Split a query's documents over the instances only in runs worth a prefix each.
             size = max(_MIN_RUN, math.ceil(len(members) / n))
             for start in range(0, len(members), size):
@@ -360,7 +366,7 @@ class _SharedEngine:
                     load[target] += len(sequences[i])
         return out
 
-    async def _many(self, sequences: list[list[int]], prefix_lengths: Sequence[int]) -> list[float]:
+    async def _many(self, sequences: list[list[int]], groups: Sequence[list[int]] | None) -> list[float]:
         stats = self.stats
         stats.calls += 1
         stats.requests += len(sequences)
@@ -368,7 +374,7 @@ class _SharedEngine:
         stats._calls_in_flight += 1
         stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
         stats.peak_calls_in_flight = max(stats.peak_calls_in_flight, stats._calls_in_flight)
-        targets = self._route(sequences, prefix_lengths)
+        targets = self._route(sequences, groups)
         for t in targets:
             stats.replica_requests[t] += 1
         try:
@@ -388,12 +394,11 @@ class _SharedEngine:
             stats._calls_in_flight -= 1
 
     def submit(
-        self, sequences: list[list[int]], prefix_lengths: Sequence[int] | None = None
+        self, sequences: list[list[int]], groups: Sequence[list[int]] | None = None
     ) -> concurrent.futures.Future[list[float]]:
         if not self._thread.is_alive():
             raise EngineError("this vLLM engine was closed; create a new VLLMEngine")
-        lengths = prefix_lengths if prefix_lengths is not None else [0] * len(sequences)
-        return asyncio.run_coroutine_threadsafe(self._many(sequences, lengths), self._loop)
+        return asyncio.run_coroutine_threadsafe(self._many(sequences, groups), self._loop)
 
     def shutdown(self) -> None:
         async def stop(llm: Any) -> None:
@@ -667,13 +672,13 @@ class VLLMEngine(Engine):
     def score(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
         if not pairs:
             return EngineOutput(scores=[], logits=[])
-        future = self._live().submit([list(p.input_ids) for p in pairs], [p.query_length for p in pairs])
+        future = self._submit(pairs)
         return _output(future, pairs)
 
     async def ascore(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
         if not pairs:
             return EngineOutput(scores=[], logits=[])
-        future = self._live().submit([list(p.input_ids) for p in pairs], [p.query_length for p in pairs])
+        future = self._submit(pairs)
         # wrap_future: the caller's loop waits without blocking; cancelling this call cancels the
         # vLLM requests on the engine's loop.
         try:
@@ -683,6 +688,12 @@ class VLLMEngine(Engine):
         except Exception:
             pass  # _output reads the same exception from the future and maps it
         return _output(future, pairs)
+
+    def _submit(self, pairs: Sequence[EncodedPair]) -> concurrent.futures.Future[list[float]]:
+        shared = self._live()
+        # Query groups only matter for routing between instances: not computed for one.
+        groups = list(prefix_groups(pairs).values()) if shared.replicas > 1 else None
+        return shared.submit([list(p.input_ids) for p in pairs], groups)
 
     def close(self) -> None:
         """Release this engine; the last engine on a shared vLLM shuts it down. Idempotent."""
