@@ -42,6 +42,7 @@ def phase_command(phase: str, state: Path, budget: float) -> list[str]:
     kind, _, shape = phase.rpartition("-")
     model = str(state / "models" / shape)
     out = str(state / "results.jsonl")
+    common = ["--shape", shape, "--model", model, "--out", out, "--budget", str(budget)]  # every bench script
     if kind == "build":
         code = (
             "from qwen3_rerank.testing import make_test_model; import sys; "
@@ -57,19 +58,7 @@ def phase_command(phase: str, state: Path, budget: float) -> list[str]:
             extra = ["--official-batch", "0,16,32", "--engine-configs", TF_CONFIGS]
         else:  # larger shapes: the card's usage and bs16 as baselines, W1 and W2 only
             extra = ["--official-batch", "0,16", "--engine-configs", TF_CONFIGS_LARGE, "--workloads", "W1,W2"]
-        return [
-            py,
-            str(HERE / "bench_transformers.py"),
-            "--shape",
-            shape,
-            "--model",
-            model,
-            "--out",
-            out,
-            "--budget",
-            str(budget),
-            *extra,
-        ]
+        return [py, str(HERE / "bench_transformers.py"), *common, *extra]
     if kind in ("vllm-raw", "vllm-engine", "vllm-tuned", "vllm-replicas2"):
         mode = "raw" if kind == "vllm-raw" else "engine"
         extra = ["--sweep"] if VLLM_SWEEP.get(shape) else []
@@ -77,23 +66,7 @@ def phase_command(phase: str, state: Path, budget: float) -> list[str]:
             extra += ["--engine-kw", "max_num_batched_tokens=16384", "--engine-kw", "max_num_seqs=1024"]
         if kind == "vllm-replicas2":
             extra += ["--engine-kw", "replicas=2"]
-        return [
-            py,
-            str(HERE / "bench_vllm.py"),
-            "--mode",
-            mode,
-            "--shape",
-            shape,
-            "--model",
-            model,
-            "--out",
-            out,
-            "--budget",
-            str(budget),
-            "--scores",
-            str(state / f"scores-{shape}.json"),
-            *extra,
-        ]
+        return [py, str(HERE / "bench_vllm.py"), "--mode", mode, *common, "--scores", str(state / f"scores-{shape}.json"), *extra]
     raise SystemExit(f"unknown phase {phase!r}")
 
 
