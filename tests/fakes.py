@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 
 from qwen3_rerank import EngineOutput
+from qwen3_rerank._scores import log_odds
 from qwen3_rerank.engines import Engine
 
 
 class FakeEngine(Engine):
-    """Scores by a caller-given function of the input ids; records every call."""
+    """Scores (P(yes)) by a caller-given function of the input ids; records every call."""
 
     name = "fake"
 
@@ -27,7 +28,7 @@ class FakeEngine(Engine):
     def _out(self, pairs):
         self.seen.append([list(p.input_ids) for p in pairs])
         scores = list(self.fixed) if self.fixed is not None else [self.score_fn(p.input_ids) for p in pairs]
-        return EngineOutput(scores=scores)
+        return EngineOutput(logits=[log_odds(s) if isinstance(s, float) and 0.0 <= s <= 1.0 else s for s in scores])
 
     def score(self, pairs):
         self.calls.append("score")

@@ -527,7 +527,6 @@ class FaultyEngine(Engine):
     """
 
     name = "faulty"
-    needs_text = True
 
     def __init__(self, inner, fault: str, dtype: str | None = None):
         self.inner, self.fault, self.dtype = inner, fault, dtype
@@ -538,18 +537,25 @@ class FaultyEngine(Engine):
 
     def _ids(self, pair) -> list[int]:
         tok = self.inner.tokenizer
+        prefix = len(tok.encode_template(prompts.SYSTEM_PREFIX))
+        suffix = len(tok.encode_template(prompts.ASSISTANT_SUFFIX))
+        query_text = tok.decode(pair.input_ids[prefix : pair.query_length])
+        document_text = tok.decode(pair.input_ids[pair.query_length : len(pair.input_ids) - suffix])
         if self.fault == "no_template":
-            q = pair.query_text.split("<Query>: ", 1)[1].removesuffix("\n")
-            d = pair.document_text.removeprefix("<Document>: ").removesuffix(prompts.ASSISTANT_SUFFIX)
+            q = query_text.split("<Query>: ", 1)[1].removesuffix("\n")
+            d = document_text.removeprefix("<Document>: ")
             return tok.encode_plain([q])[0] + tok.encode_plain([d])[0]
         if self.fault == "double_template":
-            server = prompts.SYSTEM_PREFIX + f"<Instruct>: {prompts.DEFAULT_INSTRUCTION}\n<Query>: {pair.query_text}\n"
-            server += f"<Document>: {pair.document_text}" + prompts.ASSISTANT_SUFFIX
+            client_1 = prompts.SYSTEM_PREFIX + query_text
+            client_2 = document_text + prompts.ASSISTANT_SUFFIX
+            server = prompts.SYSTEM_PREFIX + f"<Instruct>: {prompts.DEFAULT_INSTRUCTION}\n<Query>: {client_1}\n"
+            server += f"<Document>: {client_2}" + prompts.ASSISTANT_SUFFIX
             return tok.encode_template(server)
         if self.fault == "injection":
-            return tok.encode_template(pair.query_text + pair.document_text)
+            return tok.encode_template(prompts.SYSTEM_PREFIX + query_text + document_text + prompts.ASSISTANT_SUFFIX)
         if self.fault == "suffix_cut" and len(pair.input_ids) >= cli.CHECK_MAX_LENGTH:
-            return tok.encode_template(pair.query_text + pair.document_text)[-(cli.CHECK_MAX_LENGTH - 40) :]
+            text = prompts.SYSTEM_PREFIX + query_text + document_text + prompts.ASSISTANT_SUFFIX
+            return tok.encode_template(text)[-(cli.CHECK_MAX_LENGTH - 40) :]
         return list(pair.input_ids)
 
     def score(self, pairs):
@@ -558,10 +564,9 @@ class FaultyEngine(Engine):
             logits = [v + (0.03 if i % 2 else -0.03) for i, v in enumerate(logits)]
         if self.fault == "random":
             logits = [3.0 * ((i * 7919) % 11 - 5) / 5 for i in range(len(logits))]
-        scores = [cli._sigmoid(v) for v in logits]
         if self.fault == "swapped":
-            scores = [1.0 - s for s in scores]
-        return EngineOutput(scores=scores)
+            logits = [-v for v in logits]  # P(no) = 1 - P(yes)
+        return EngineOutput(logits=logits)
 
     async def ascore(self, pairs):  # pragma: no cover - the check is synchronous
         return self.score(pairs)

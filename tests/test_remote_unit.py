@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from qwen3_rerank._scores import probability
 from qwen3_rerank import (
     AuthenticationError,
     InvalidScoreError,
@@ -198,19 +199,19 @@ def test_score_payload_is_the_seed_shape(tok: Qwen3Tokenizer) -> None:
     assert body["text_2"] == [prompts.format_document(d) + prompts.ASSISTANT_SUFFIX for d in ["doc one", "doc two"]]
 
 
-def test_score_payload_with_several_queries_pairs_text_1_and_text_2() -> None:
-    from qwen3_rerank import EncodedPair
+def test_score_payload_with_several_queries_pairs_text_1_and_text_2(tok: Qwen3Tokenizer) -> None:
+    from qwen3_rerank import PairEncoder
+    from qwen3_rerank.engines.remote import TextRenderer
 
-    def pair(q: str, d: str) -> EncodedPair:
-        return EncodedPair(
-            input_ids=[1], query_length=1,
-            query_text=prompts.SYSTEM_PREFIX + prompts.format_query(q),
-            document_text=prompts.format_document(d) + prompts.ASSISTANT_SUFFIX,
-        )  # fmt: skip
+    enc = PairEncoder(tok)
 
-    body = _build_payload("score", [pair("q1", "a"), pair("q2", "b")], None)
+    def pair(q: str, d: str):
+        return enc.build(enc.encode_queries([q], None)[0], enc.encode_documents([d]), max_length=512)[0][0]
+
+    renderer = TextRenderer(tok)
+    body = _build_payload("score", [pair("q1", "a"), pair("q2", "b")], None, renderer)
     assert isinstance(body["text_1"], list) and len(body["text_1"]) == 2 and "model" not in body
-    rerank = _build_payload("rerank", [pair("q1", "a"), pair("q1", "b")], "m")
+    rerank = _build_payload("rerank", [pair("q1", "a"), pair("q1", "b")], "m", renderer)
     assert rerank["query"].endswith("<Query>: q1\n") and rerank["top_n"] == 2 and len(rerank["documents"]) == 2
 
 
@@ -248,7 +249,7 @@ def test_results_are_mapped_by_index_not_order() -> None:
             {"index": 1, "relevance_score": 0.5},
         ]
     }
-    assert _parse_response("rerank", payload, 3, "u").scores == [0.1, 0.5, 0.9]
+    assert [probability(v) for v in _parse_response("rerank", payload, 3, "u").logits] == pytest.approx([0.1, 0.5, 0.9])
 
 
 @pytest.mark.parametrize(
@@ -326,10 +327,10 @@ def test_auto_probes_once_and_prefers_token_ids(tok: Qwen3Tokenizer) -> None:
     server = FakeVLLM(tok)
     engine = engine_for(server, tok)
     reranker = Reranker(engine)
-    assert engine.needs_text  # unknown yet: text is built just in case
+    assert engine.resolved_api is None  # unknown yet
     reranker.rerank("q", ["a"])
     reranker.rerank("q", ["b"])
-    assert engine.resolved_api == "classify" and not engine.needs_text
+    assert engine.resolved_api == "classify"
     assert len(server.bodies("/classify")) == 3  # one probe, two calls
 
 

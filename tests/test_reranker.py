@@ -85,11 +85,26 @@ def test_missing_query_says_what_to_pass(tok):
         r.rerank(3, ["a"])
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1.5, -0.1])
+@pytest.mark.parametrize("bad", [float("nan"), "0.5", None, True])
 def test_invalid_engine_scores_raise(tok, bad):
-    r, _ = make(tok, scores=[0.5, bad])
+    r, _ = make(tok, scores=[0.5, bad])  # the fake passes a non-probability through as the log-odds
     with pytest.raises(InvalidScoreError, match="sequence 1"):
         r.rerank("q", ["a", "b"])
+
+
+def test_numpy_logits_are_accepted_and_numpy_nan_is_refused(tok):
+    np = pytest.importorskip("numpy")
+    r, _ = make(tok, scores=[np.float32(2.0), np.float64(-1.0)])
+    ranking = r.rerank("q", ["a", "b"])
+    assert [x.index for x in ranking] == [0, 1] and type(ranking[0].logit) is float
+    r, _ = make(tok, scores=[np.float32(2.0), np.float32("nan")])
+    with pytest.raises(InvalidScoreError, match="sequence 1"):
+        r.rerank("q", ["a", "b"])
+
+
+def test_infinite_log_odds_are_probabilities_zero_and_one(tok):
+    r, _ = make(tok, scores=[float("inf"), float("-inf")])
+    assert [x.score for x in r.rerank("q", ["a", "b"])] == [1.0, 0.0]
 
 
 def test_wrong_score_count_raises(tok):

@@ -129,14 +129,10 @@ class PairEncoder:
         group: int = 0,
         windows: bool = False,
         window_overlap: int = 0,
-        with_text: bool = False,
-        query_text: str = "",
-        documents: Sequence[str] = (),
     ) -> tuple[list[EncodedPair], list[PlannedDocument]]:
         """Build the sequences for one query and its documents.
 
-        ``query_ids`` must already fit (see :meth:`fit_query`). With ``with_text`` the pairs also
-        carry their templated text, for engines that send text to a server.
+        ``query_ids`` must already fit (see :meth:`fit_query`).
         """
         head = self.prefix_ids + query_ids
         room = max_length - len(head) - len(self.suffix_ids)  # for "<Document>: …"
@@ -144,21 +140,18 @@ class PairEncoder:
         body_room = room - n_header
         if body_room < MIN_DOCUMENT_TOKENS:  # pragma: no cover - guarded by fit_query
             raise ConfigurationError(f"max_length={max_length} leaves the document no room")
-        q_text = prompts.SYSTEM_PREFIX + query_text if with_text else ""
         pairs: list[EncodedPair] = []
         plan: list[PlannedDocument] = []
-        for i, ids in enumerate(document_ids):
+        for ids in document_ids:
             first = len(pairs)
             if len(ids) <= room:
-                text = (prompts.format_document(documents[i]) + prompts.ASSISTANT_SUFFIX) if with_text else ""
-                pairs.append(self._pair(head, ids, group, q_text, text))
+                pairs.append(self._pair(head, ids, group))
                 plan.append(PlannedDocument(first, 1, False))
                 continue
             body = ids[n_header:]
             if not windows:
                 kept = ids[:room]
-                text = self._text(body[:body_room]) if with_text else ""
-                pairs.append(self._pair(head, kept, group, q_text, text))
+                pairs.append(self._pair(head, kept, group))
                 plan.append(PlannedDocument(first, 1, True))
                 continue
             if window_overlap >= body_room:
@@ -170,22 +163,12 @@ class PairEncoder:
             start = 0
             while True:
                 chunk = body[start : start + body_room]
-                text = self._text(chunk) if with_text else ""
-                pairs.append(self._pair(head, self.header_ids + chunk, group, q_text, text))
+                pairs.append(self._pair(head, self.header_ids + chunk, group))
                 if start + body_room >= len(body):
                     break
                 start += stride
             plan.append(PlannedDocument(first, len(pairs) - first, False))
         return pairs, plan
 
-    def _text(self, body_ids: list[int]) -> str:
-        return prompts.DOCUMENT_HEADER + self.tokenizer.decode(body_ids) + prompts.ASSISTANT_SUFFIX
-
-    def _pair(self, head: list[int], doc_ids: list[int], group: int, q_text: str, d_text: str) -> EncodedPair:
-        return EncodedPair(
-            input_ids=head + doc_ids + self.suffix_ids,
-            query_length=len(head),
-            group=group,
-            query_text=q_text,
-            document_text=d_text,
-        )
+    def _pair(self, head: list[int], doc_ids: list[int], group: int) -> EncodedPair:
+        return EncodedPair(input_ids=head + doc_ids + self.suffix_ids, query_length=len(head), group=group)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from ._encoding import PairEncoder, PlannedDocument
 from ._types import EncodedPair, EngineOutput, Ranking, RerankResult, RerankStats
 from .engines import Engine, create_engine
 from .engines._base import validate_output
-from .prompts import format_query
+from ._scores import probability
 
 __all__ = ["Reranker"]
 
@@ -149,7 +148,7 @@ class Reranker:
             ``.stats``. An empty ``documents`` gives an empty ranking without calling the engine.
         """
         plan = self._plan([query], [documents], instruction)
-        output = self._engine.score(plan.pairs) if plan.pairs else EngineOutput(scores=[])
+        output = self._engine.score(plan.pairs) if plan.pairs else EngineOutput(logits=[])
         return self._finish(plan, output, top_n, score_threshold)[0]
 
     async def arerank(
@@ -163,7 +162,7 @@ class Reranker:
     ) -> Ranking:
         """Asynchronous :meth:`rerank` through the engine's real async path."""
         plan = await self._aplan([query], [documents], instruction)
-        output = await self._engine.ascore(plan.pairs) if plan.pairs else EngineOutput(scores=[])
+        output = await self._engine.ascore(plan.pairs) if plan.pairs else EngineOutput(logits=[])
         return self._finish(plan, output, top_n, score_threshold)[0]
 
     def rerank_many(
@@ -181,7 +180,7 @@ class Reranker:
         query, in the order of ``queries``.
         """
         plan = self._plan(queries, documents, instruction)
-        output = self._engine.score(plan.pairs) if plan.pairs else EngineOutput(scores=[])
+        output = self._engine.score(plan.pairs) if plan.pairs else EngineOutput(logits=[])
         return self._finish(plan, output, top_n, score_threshold)
 
     async def arerank_many(
@@ -195,7 +194,7 @@ class Reranker:
     ) -> list[Ranking]:
         """Asynchronous :meth:`rerank_many`."""
         plan = await self._aplan(queries, documents, instruction)
-        output = await self._engine.ascore(plan.pairs) if plan.pairs else EngineOutput(scores=[])
+        output = await self._engine.ascore(plan.pairs) if plan.pairs else EngineOutput(logits=[])
         return self._finish(plan, output, top_n, score_threshold)
 
     def close(self) -> None:
@@ -249,7 +248,6 @@ class Reranker:
         query_ids = encoder.encode_queries([queries[i] for i in active], instruction)
         flat_docs = [d for i in active for d in doc_lists[i]]
         flat_ids = encoder.encode_documents(flat_docs)
-        with_text = self._engine.needs_text
         windows = self.long_documents == "window"
 
         groups: list[_Group] = [_Group(q, [], [], 0, 0) for q in queries]
@@ -262,9 +260,6 @@ class Reranker:
             fitted, query_cut = encoder.fit_query(qids, max(len(d) for d in doc_ids), self.max_length)
             if query_cut:
                 logger.warning("query %d was cut to fit max_length=%d", i, self.max_length)
-            q_text = ""
-            if with_text:
-                q_text = encoder.tokenizer.decode(fitted) if query_cut else format_query(queries[i], instruction)
             group_pairs, plan = encoder.build(
                 fitted,
                 doc_ids,
@@ -272,9 +267,6 @@ class Reranker:
                 group=i,
                 windows=windows,
                 window_overlap=self.window_overlap,
-                with_text=with_text,
-                query_text=q_text,
-                documents=docs,
             )
             base = len(pairs)
             plan = [PlannedDocument(base + p.first, p.count, p.truncated) for p in plan]
@@ -289,9 +281,7 @@ class Reranker:
         if score_threshold is not None and not (isinstance(score_threshold, (int, float)) and 0.0 <= score_threshold <= 1.0):
             raise ValueError(f"score_threshold must be a probability in [0, 1] or None, got {score_threshold!r}")
         top_n = self.top_n if top_n is None else top_n
-        validate_output(output, len(plan.pairs), self._engine.name)
-        scores = output.scores
-        logits = output.logits if output.logits is not None else [_log_odds(s) for s in scores]
+        logits = validate_output(output, len(plan.pairs), self._engine.name)
         seconds = time.perf_counter() - plan.started
         rankings: list[Ranking] = []
         for group in plan.groups:
@@ -303,8 +293,8 @@ class Reranker:
                     RerankResult(
                         index=index,
                         document=doc,
-                        score=float(scores[best]),
-                        logit=float(logits[best]),
+                        score=probability(logits[best]),
+                        logit=logits[best],
                         truncated=planned.truncated,
                         num_tokens=len(plan.pairs[best].input_ids),
                         window=(best - planned.first) if planned.count > 1 else None,
@@ -336,14 +326,6 @@ class Reranker:
                 seconds,
             )
         return rankings
-
-
-def _log_odds(p: float) -> float:
-    if p <= 0.0:
-        return -math.inf
-    if p >= 1.0:
-        return math.inf
-    return math.log(p) - math.log1p(-p)
 
 
 def _describe(value: object) -> str:

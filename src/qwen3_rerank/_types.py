@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ._scores import probability
+
 __all__ = ["EncodedPair", "EngineOutput", "Ranking", "RerankResult", "RerankStats"]
 
 
@@ -76,17 +78,14 @@ class EncodedPair:
         query_length: How many leading ids belong to the prefix + instruction/query part; every
             pair of the same query shares them (engines may reuse their KV cache).
         group: Which query of the call this pair belongs to (0-based).
-        query_text: The templated text of those leading ids (system prefix, instruction, query),
-            for servers that only take text (``text_1`` of vLLM's /score).
-        document_text: The templated text of the rest (``<Document>: …`` and the assistant
-            suffix), for servers that only take text (``text_2``).
+
+    Only token ids cross the engine boundary: an engine that must send text (a server's /score
+    or /rerank endpoint) renders it from these ids itself.
     """
 
     input_ids: list[int]
     query_length: int
     group: int = 0
-    query_text: str = ""
-    document_text: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -94,13 +93,18 @@ class EngineOutput:
     """What an engine returns for a list of :class:`EncodedPair`, in the same order.
 
     Attributes:
-        scores: P("yes") per pair.
-        logits: Log-odds per pair where the engine has them exactly; ``None`` lets the core derive
-            them from ``scores``.
+        logits: The log-odds ``log(P(yes) / P(no))`` per pair: the one form of a score that
+            crosses the engine boundary (an engine whose server answers probabilities converts
+            them with :func:`qwen3_rerank._scores.log_odds`).
         prompt_tokens: Tokens the engine reports having processed (servers), if known.
+        extra: Engine-specific details of the call (e.g. which server endpoint answered).
     """
 
-    scores: list[float]
-    logits: list[float] | None = None
+    logits: list[float]
     prompt_tokens: int | None = None
     extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def scores(self) -> list[float]:
+        """P("yes") per pair, derived from :attr:`logits`."""
+        return [probability(v) for v in self.logits]

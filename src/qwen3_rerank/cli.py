@@ -1176,7 +1176,7 @@ def _official_formula_class() -> type:
 
         def score(self, pairs: Sequence[Any]) -> Any:
             logits = self.logits([p.input_ids for p in pairs])
-            return EngineOutput(scores=[_sigmoid(v) for v in logits], logits=logits)
+            return EngineOutput(logits=logits)
 
         async def ascore(self, pairs: Sequence[Any]) -> Any:  # pragma: no cover - check is sync
             return self.score(pairs)

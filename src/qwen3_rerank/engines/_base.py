@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -28,9 +29,6 @@ class Engine(abc.ABC):
 
     #: The longest sequence the engine accepts, if it knows (``None``: only ``max_length`` applies).
     max_model_len: int | None = None
-
-    #: Whether the engine needs ``EncodedPair.query_text``/``document_text`` (text-only servers).
-    needs_text: bool = False
 
     #: Whether building a call's token ids may wait on I/O (a tokenizer still to be fetched, or
     #: one that tokenizes over HTTP). The async API then builds them on a worker thread, so the
@@ -78,24 +76,25 @@ def prefix_groups(pairs: Sequence[EncodedPair]) -> dict[tuple[int, ...], list[in
     return groups
 
 
-def validate_output(output: EngineOutput, expected: int, engine: str) -> EngineOutput:
-    """Refuse a wrong count, a non-finite value or a probability outside [0, 1]."""
-    if len(output.scores) != expected:
+def validate_output(output: EngineOutput, expected: int, engine: str) -> list[float]:
+    """The output's log-odds as Python floats; refuses a wrong count, a non-number or NaN.
+
+    Any real number type is accepted (``float``, ``int``, ``numpy.float32`` …); ``bool`` is not.
+    ``±inf`` is a valid log-odds (a probability of exactly 1 or 0 from a server).
+    """
+    logits = output.logits
+    if len(logits) != expected:
         raise InvalidScoreError(
-            f"engine {engine!r} returned {len(output.scores)} scores for {expected} sequences; "
+            f"engine {engine!r} returned {len(logits)} scores for {expected} sequences; "
             "nothing was ranked rather than rank a partial result"
         )
-    for i, s in enumerate(output.scores):
-        if not (isinstance(s, (int, float)) and math.isfinite(s) and 0.0 <= s <= 1.0):
+    checked: list[float] = []
+    for i, v in enumerate(logits):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isnan(float(v)):
             raise InvalidScoreError(
-                f"engine {engine!r} returned score {s!r} for sequence {i}; a score must be a finite "
-                "probability in [0, 1]. This usually means numerical trouble (fp16 overflow: use "
-                "dtype='bfloat16' or 'float32') or a server that is not a Qwen3 reranker."
+                f"engine {engine!r} returned log-odds {v!r} for sequence {i}; a score must be a real "
+                "number. NaN usually means numerical trouble (fp16 overflow: use dtype='bfloat16' or "
+                "'float32') or a server that is not a Qwen3 reranker."
             )
-    if output.logits is not None:
-        if len(output.logits) != expected:
-            raise InvalidScoreError(f"engine {engine!r} returned {len(output.logits)} logits for {expected} sequences")
-        for i, v in enumerate(output.logits):
-            if isinstance(v, float) and math.isnan(v):
-                raise InvalidScoreError(f"engine {engine!r} returned logit NaN for sequence {i}")
-    return output
+        checked.append(float(v))
+    return checked

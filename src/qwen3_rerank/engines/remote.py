@@ -73,6 +73,7 @@ from .._exceptions import (
     TemplateMismatchError,
     missing_dependency,
 )
+from .._scores import log_odds
 from .._tokenizer import Qwen3Tokenizer
 from .._types import EncodedPair, EngineOutput
 from ._base import Engine
@@ -138,23 +139,41 @@ def neutralise(text: str) -> str:
         text = new
 
 
-def _sendable_texts(pair: EncodedPair) -> tuple[str, str]:
-    """(text_1, text_2) of a pair with its user parts neutralised; the template is left intact."""
-    q, d = pair.query_text, pair.document_text
-    if not (q.startswith(prompts.SYSTEM_PREFIX) and d.endswith(prompts.ASSISTANT_SUFFIX)):
-        raise ConfigurationError(
-            "a text endpoint needs the templated text of every pair (EncodedPair.query_text/"
-            "document_text); build the pairs with Reranker, which fills them for this engine"
-        )
-    user_q = q[len(prompts.SYSTEM_PREFIX) :]
-    user_d = d[: len(d) - len(prompts.ASSISTANT_SUFFIX)]
-    return (
-        prompts.SYSTEM_PREFIX + neutralise(user_q),
-        neutralise(user_d) + prompts.ASSISTANT_SUFFIX,
-    )
+class TextRenderer:
+    """Renders a pair's token ids as the (text_1, text_2) a text endpoint takes.
+
+    Only token ids cross the engine boundary; this engine alone sends text. The ids are
+    ``prefix + query part + document part + suffix`` (see :class:`~qwen3_rerank.PairEncoder`):
+    the template parts are written as the model card writes them, the user parts are decoded
+    from their (plain-tokenized) ids and neutralised, so that a server re-tokenizing the text gets
+    the same ids and no control token.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self._prefix = tokenizer.encode_template(prompts.SYSTEM_PREFIX)
+        self._suffix = tokenizer.encode_template(prompts.ASSISTANT_SUFFIX)
+
+    def texts(self, pair: EncodedPair) -> tuple[str, str]:
+        """(text_1, text_2) of a pair with its user parts neutralised; the template intact."""
+        ids, p, s = pair.input_ids, len(self._prefix), len(self._suffix)
+        if not (
+            list(ids[:p]) == self._prefix
+            and list(ids[len(ids) - s :]) == self._suffix
+            and p <= pair.query_length <= len(ids) - s
+        ):
+            raise ConfigurationError(
+                "a text endpoint can only send sequences built by Reranker/PairEncoder (Qwen3-Reranker "
+                "prefix, query part, document part, suffix); these ids do not have that shape"
+            )
+        user_q = self._tokenizer.decode(ids[p : pair.query_length])
+        user_d = self._tokenizer.decode(ids[pair.query_length : len(ids) - s])
+        return prompts.SYSTEM_PREFIX + neutralise(user_q), neutralise(user_d) + prompts.ASSISTANT_SUFFIX
 
 
-def _build_payload(api: str, pairs: Sequence[EncodedPair], model: str | None) -> dict[str, Any]:
+def _build_payload(
+    api: str, pairs: Sequence[EncodedPair], model: str | None, renderer: TextRenderer | None = None
+) -> dict[str, Any]:
     """The JSON body for one chunk of ``pairs`` (pure; the one place request shapes live).
 
     ``"rerank"`` chunks must share one query (the chunker guarantees it).
@@ -164,7 +183,9 @@ def _build_payload(api: str, pairs: Sequence[EncodedPair], model: str | None) ->
         # use_activation=false: the raw W_yes - W_no logit, exact even where P(yes) rounds to 1.
         body.update(input=[list(p.input_ids) for p in pairs], add_special_tokens=False, use_activation=False)
         return body
-    texts = [_sendable_texts(p) for p in pairs]
+    if renderer is None:
+        raise ValueError(f"api {api!r} sends text: pass a TextRenderer")
+    texts = [renderer.texts(p) for p in pairs]
     firsts = [t[0] for t in texts]
     seconds = [t[1] for t in texts]
     if api == "score":
@@ -179,11 +200,11 @@ def _build_payload(api: str, pairs: Sequence[EncodedPair], model: str | None) ->
     raise ValueError(f"unknown api {api!r}")
 
 
-def _expected_tokens(api: str, pairs: Sequence[EncodedPair], tokenizer: Any) -> int:
+def _expected_tokens(api: str, pairs: Sequence[EncodedPair], tokenizer: Any, renderer: TextRenderer) -> int:
     """Tokens a correct server counts for the chunk: exactly ours for ids, a re-count for text."""
     if api == "classify":
         return sum(len(p.input_ids) for p in pairs)
-    texts = [a + b for a, b in (_sendable_texts(p) for p in pairs)]
+    texts = [a + b for a, b in (renderer.texts(p) for p in pairs)]
     batch = getattr(tokenizer, "count_template_batch", None)
     if batch is not None:
         return sum(batch(texts))
@@ -192,8 +213,7 @@ def _expected_tokens(api: str, pairs: Sequence[EncodedPair], tokenizer: Any) -> 
 
 @dataclass(frozen=True, slots=True)
 class _Parsed:
-    scores: list[float]
-    logits: list[float] | None
+    logits: list[float]
     prompt_tokens: int | None
 
 
@@ -266,14 +286,14 @@ def _parse_response(api: str, payload: Any, n: int, url: str) -> _Parsed:
     prompt_tokens = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
     vals = [float(v) for v in values]  # type: ignore[arg-type]
     if api == "classify":
-        return _Parsed([_sigmoid(v) for v in vals], vals, prompt_tokens)
+        return _Parsed(vals, prompt_tokens)
     for i, v in enumerate(vals):
         if not 0.0 <= v <= 1.0:
             raise InvalidScoreError(
                 f"{url} returned score {v!r} for sequence {i}, not a probability in [0, 1]; is "
                 "the server a Qwen3-Reranker served with the seed's --hf-overrides?"
             )
-    return _Parsed(vals, None, prompt_tokens)
+    return _Parsed([log_odds(v) for v in vals], prompt_tokens)
 
 
 def _check_tokens(parsed: _Parsed, expected: int, url: str, api: str) -> None:
@@ -300,13 +320,6 @@ def _check_tokens(parsed: _Parsed, expected: int, url: str, api: str) -> None:
         status_code=200,
         url=url,
     )
-
-
-def _sigmoid(x: float) -> float:
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -534,6 +547,7 @@ class RemoteEngine(Engine):
         self._async_loop: Any = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.RLock()
+        self._text_renderer: TextRenderer | None = None
 
     # -- Engine interface ------------------------------------------------------------------------
     @property
@@ -563,11 +577,6 @@ class RemoteEngine(Engine):
         arg = self._tokenizer_arg
         return arg is None or isinstance(arg, (str, os.PathLike, ServerTokenizer))
 
-    @property  # type: ignore[override]
-    def needs_text(self) -> bool:
-        """Text is built unless the server is known to take token ids."""
-        return self._resolved is None or self._resolved[0] != "classify"
-
     @property
     def resolved_api(self) -> str | None:
         """The protocol in use once known (``"classify"``, ``"score"``, ``"rerank"``)."""
@@ -575,7 +584,7 @@ class RemoteEngine(Engine):
 
     def score(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
         if not pairs:
-            return EngineOutput(scores=[], prompt_tokens=0)
+            return EngineOutput(logits=[], prompt_tokens=0)
         deadline = time.monotonic() + self.total_timeout
         api, path = self._resolved or self._run_sync(self._resolve_plan(deadline))
         chunks = self._chunks(api, pairs)
@@ -588,7 +597,7 @@ class RemoteEngine(Engine):
 
     async def ascore(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
         if not pairs:
-            return EngineOutput(scores=[], prompt_tokens=0)
+            return EngineOutput(logits=[], prompt_tokens=0)
         deadline = time.monotonic() + self.total_timeout
         api, path = self._resolved or await self._run_async(self._resolve_plan(deadline))
         chunks = self._chunks(api, pairs)
@@ -644,9 +653,9 @@ class RemoteEngine(Engine):
         while start < n:
             end = min(start + self.max_batch_size, n)
             if api == "rerank":
-                first = pairs[start].query_text
+                first = pairs[start].input_ids[: pairs[start].query_length]
                 stop = start + 1
-                while stop < end and pairs[stop].query_text == first:
+                while stop < end and pairs[stop].input_ids[: pairs[stop].query_length] == first:
                     stop += 1
                 end = stop
             chunks.append(_Chunk(start, pairs[start:end]))
@@ -655,15 +664,19 @@ class RemoteEngine(Engine):
 
     @staticmethod
     def _assemble(api: str, results: Sequence[_Parsed], n: int, requests: int) -> EngineOutput:
-        scores = [s for r in results for s in r.scores]
-        logits = [v for r in results for v in r.logits] if all(r.logits is not None for r in results) else None  # type: ignore[union-attr]
+        logits = [v for r in results for v in r.logits]
         tokens = [r.prompt_tokens for r in results]
         total = sum(t for t in tokens if t is not None) if all(t is not None for t in tokens) else None
-        if len(scores) != n:  # pragma: no cover - each chunk is checked already
-            raise InvalidScoreError(f"got {len(scores)} scores for {n} sequences")
-        return EngineOutput(scores=scores, logits=logits, prompt_tokens=total, extra={"api": api, "requests": requests})
+        if len(logits) != n:  # pragma: no cover - each chunk is checked already
+            raise InvalidScoreError(f"got {len(logits)} scores for {n} sequences")
+        return EngineOutput(logits=logits, prompt_tokens=total, extra={"api": api, "requests": requests})
 
     # -- the shared plans ------------------------------------------------------------------------
+    def _renderer(self) -> TextRenderer:
+        if self._text_renderer is None:
+            self._text_renderer = TextRenderer(self.tokenizer)
+        return self._text_renderer
+
     def _payload_model(self) -> str | None:
         if self.served_model_name is not None:
             return self.served_model_name
@@ -673,8 +686,9 @@ class RemoteEngine(Engine):
         return info.get("id") if info else None
 
     def _chunk_plan(self, api: str, path: str, chunk: _Chunk, deadline: float) -> Plan:
-        payload = _build_payload(api, chunk.pairs, self._payload_model())
-        expected = _expected_tokens(api, chunk.pairs, self.tokenizer) if self.verify_template else None
+        renderer = None if api == "classify" else self._renderer()
+        payload = _build_payload(api, chunk.pairs, self._payload_model(), renderer)
+        expected = _expected_tokens(api, chunk.pairs, self.tokenizer, renderer) if self.verify_template else None  # type: ignore[arg-type]
         url, answer = yield from self._request("POST", path, payload, deadline)
         if answer.json_error is not None:
             raise RemoteError(

@@ -197,7 +197,7 @@ class TransformersEngine(Engine):
             groups = {}
         shared = {prefix: members for prefix, members in groups.items() if len(members) >= 2}
         logits = self._score_with_prefixes(pairs, shared) if shared else self.logits([p.input_ids for p in pairs])
-        return EngineOutput(scores=[_sigmoid(v) for v in logits], logits=logits)
+        return EngineOutput(logits=logits)
 
     async def ascore(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
         # The forward pass is compute-bound and releases the GIL: it runs on this engine's own
@@ -361,12 +361,3 @@ def _saved_share(groups: dict[tuple[int, ...], list[int]], pairs: Sequence[Encod
     total = sum(len(p.input_ids) for p in pairs)
     saved = sum(len(prefix) * (len(members) - 1) for prefix, members in groups.items())
     return saved / total if total else 0.0
-
-
-def _sigmoid(x: float) -> float:
-    import math
-
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)

@@ -671,13 +671,13 @@ class VLLMEngine(Engine):
 
     def score(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
         if not pairs:
-            return EngineOutput(scores=[], logits=[])
+            return EngineOutput(logits=[])
         future = self._submit(pairs)
         return _output(future, pairs)
 
     async def ascore(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
         if not pairs:
-            return EngineOutput(scores=[], logits=[])
+            return EngineOutput(logits=[])
         future = self._submit(pairs)
         # wrap_future: the caller's loop waits without blocking; cancelling this call cancels the
         # vLLM requests on the engine's loop.
@@ -709,11 +709,5 @@ def _output(future: concurrent.futures.Future[list[float]], pairs: Sequence[Enco
         raise
     except Exception as exc:
         raise EngineError(f"vLLM failed to score {len(pairs)} sequences: {type(exc).__name__}: {exc}") from exc
-    return EngineOutput(scores=[_sigmoid(v) for v in logits], logits=logits)
+    return EngineOutput(logits=logits)
 
-
-def _sigmoid(x: float) -> float:
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
