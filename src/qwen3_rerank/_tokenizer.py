@@ -31,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ._exceptions import ConfigurationError, missing_dependency
 
-__all__ = ["Qwen3Tokenizer", "Tokenizer", "find_invalid_text"]
+__all__ = ["Qwen3Tokenizer", "Tokenizer", "find_invalid_text", "invalid_text_message"]
 
 
 @runtime_checkable
