@@ -11,6 +11,12 @@ Parts (each in its own process; ``python benchmarks/run_cpu.py`` runs all of the
 ``remote``        one local ``vllm serve``: ``RemoteEngine`` through ``Reranker.arerank`` with
                   1 / 4 / 16 / 64 queries in flight vs a naive ``requests.post`` loop over
                   ``/score`` (one query at a time, the seed's request).
+``cold-start``    fresh interpreters, median of ``--reps``: ``tokenizers.Tokenizer.from_file`` of
+                  the tiny model's tokenizer.json vs ``Qwen3Tokenizer.from_pretrained`` of its
+                  directory (and their ratio); process start to the first ``RemoteEngine`` rerank
+                  result against a fake server in this process (``/classify`` with fixed logits,
+                  tokenizer from the local directory); process start to the first
+                  ``TransformersEngine`` score on the tiny model (CPU, float32).
 
 Results: ``benchmarks/results/cpu.jsonl`` (appended) and a summary on stdout. CPU numbers move
 with whatever else runs on the machine: the runner records the load average with each result.
@@ -27,6 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -235,15 +242,136 @@ def part_remote(reps: int) -> None:
         server.stop()
 
 
+# -- cold start -------------------------------------------------------------------------------
+_CHILD_PRELUDE = """
+import json, sys, time
+counts = {"tokenizers_built": 0}
+from qwen3_rerank import Qwen3Tokenizer
+_orig = Qwen3Tokenizer.from_pretrained.__func__
+def _counted(cls, *a, **k):
+    counts["tokenizers_built"] += 1
+    return _orig(cls, *a, **k)
+Qwen3Tokenizer.from_pretrained = classmethod(_counted)
+DOCS = ["BM25 is a ranking function used by search engines.", "Paris is the capital of France.",
+        "A reranker scores a query against each candidate passage.", "The weather is nice today."]
+"""
+_COLD = {
+    "tokenizers.Tokenizer.from_file": """
+import json, time
+from tokenizers import Tokenizer
+t = time.perf_counter(); Tokenizer.from_file(sys.argv[1] + "/tokenizer.json")
+print(json.dumps({"seconds": time.perf_counter() - t}))
+""",
+    "Qwen3Tokenizer.from_pretrained": _CHILD_PRELUDE + """
+t = time.perf_counter(); Qwen3Tokenizer.from_pretrained(sys.argv[1])
+print(json.dumps({"seconds": time.perf_counter() - t, **counts}))
+""",
+    "RemoteEngine first rerank": _CHILD_PRELUDE + """
+from qwen3_rerank import Reranker
+from qwen3_rerank.engines.remote import RemoteEngine
+t = time.perf_counter()
+with Reranker(RemoteEngine(sys.argv[2], model=sys.argv[1])) as r:
+    ranking = r.rerank("what is BM25?", DOCS)
+print(json.dumps({"done": time.time(), "rerank_call_s": time.perf_counter() - t, **counts}))
+""",
+    "TransformersEngine first score": _CHILD_PRELUDE + """
+from qwen3_rerank import Reranker
+t = time.perf_counter()
+r = Reranker("transformers", model=sys.argv[1], device="cpu", dtype="float32")
+ranking = r.rerank("what is BM25?", DOCS)
+print(json.dumps({"done": time.time(), "rerank_call_s": time.perf_counter() - t, **counts}))
+""",
+}
+
+
+def _fake_classify_server() -> Any:
+    """A tiny vLLM stand-in on 127.0.0.1: ``/v1/models`` and ``/classify`` with fixed logits."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path == "/v1/models":
+                self._answer(200, {"data": [{"id": "tiny", "max_model_len": 2048}]})
+            else:
+                self._answer(404, {"detail": "Not Found"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+            if self.path != "/classify":
+                self._answer(404, {"detail": "Not Found"})
+                return
+            seqs = body["input"]
+            data = [{"index": i, "probs": [0.5 - 0.1 * i]} for i in range(len(seqs))]
+            self._answer(200, {"data": data, "usage": {"prompt_tokens": sum(map(len, seqs))}})
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def part_cold_start(reps: int, label: str | None) -> None:
+    rec = recorder("cold-start")
+    model = tiny_model()
+    server = _fake_classify_server()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    medians: dict[str, float] = {}
+    try:
+        for name, code in _COLD.items():
+            runs = []
+            for _ in range(reps):
+                started = time.time()
+                res = subprocess.run(
+                    [sys.executable, "-c", "import sys\n" + code, model, url], capture_output=True, text=True, check=False
+                )
+                if res.returncode != 0:
+                    raise RuntimeError(f"{name} failed:\n{res.stderr[-3000:]}")
+                out = json.loads(res.stdout.strip().splitlines()[-1])
+                if "done" in out:  # from process start to the result
+                    out["seconds"] = out.pop("done") - started
+                runs.append(out)
+            times = [r["seconds"] for r in runs]
+            medians[name] = statistics.median(times)
+            extra = {k: v for k, v in runs[-1].items() if k not in ("seconds", "rerank_call_s")}
+            if "rerank_call_s" in runs[-1]:
+                extra["rerank_call_s_median"] = round(statistics.median(r["rerank_call_s"] for r in runs), 4)
+            rec.add(
+                engine=name,
+                workload="from process start" if "first" in name else "build, in a fresh process",
+                seconds=round(medians[name], 4),
+                seconds_all=[round(t, 4) for t in times],
+                label=label,
+                **extra,
+            )
+    finally:
+        server.shutdown()
+    ratio = medians["Qwen3Tokenizer.from_pretrained"] / medians["tokenizers.Tokenizer.from_file"]
+    rec.add(engine="Qwen3Tokenizer / Tokenizer.from_file", workload="build, in a fresh process", ratio=round(ratio, 2), label=label)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["all", "imports", "stack-raw", "stack-engine", "remote"], default="all")
+    ap.add_argument(
+        "--part", choices=["all", "imports", "stack-raw", "stack-engine", "remote", "cold-start"], default="all"
+    )
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--max-num-batched-tokens", type=int, default=None, help="stack-engine: passed to VLLMEngine")
+    ap.add_argument("--label", default=None, help="cold-start: a note saved with each record (e.g. the code measured)")
     args = ap.parse_args()
     if args.part == "all":
         env = dict(os.environ, PYTHONPATH=f"{HERE.parent}:{os.environ.get('PYTHONPATH', '')}")
-        for part in ("imports", "stack-raw", "stack-engine", "remote"):
+        for part in ("imports", "cold-start", "stack-raw", "stack-engine", "remote"):
             print(f"== {part}", flush=True)
             subprocess.run(
                 [sys.executable, __file__, "--part", part, "--reps", str(args.reps)],
@@ -258,6 +386,7 @@ def main() -> None:
         "stack-raw": lambda: part_stack_raw(args.reps),
         "stack-engine": lambda: part_stack_engine(args.reps, args.max_num_batched_tokens),
         "remote": lambda: part_remote(args.reps),
+        "cold-start": lambda: part_cold_start(args.reps, args.label),
     }[args.part]()
 
 

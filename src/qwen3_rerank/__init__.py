@@ -25,7 +25,7 @@ from ._exceptions import (
     TemplateMismatchError,
 )
 from ._reranker import Reranker
-from ._tokenizer import Qwen3Tokenizer
+from ._tokenizer import Qwen3Tokenizer, Tokenizer
 from ._types import EncodedPair, EngineOutput, Ranking, RerankResult, RerankStats
 from ._version import __version__
 
@@ -47,5 +47,6 @@ __all__ = [
     "RerankStats",
     "Reranker",
     "TemplateMismatchError",
+    "Tokenizer",
     "__version__",
 ]

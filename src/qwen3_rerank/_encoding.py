@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from . import prompts
 from ._exceptions import ConfigurationError
-from ._tokenizer import Qwen3Tokenizer
+from ._tokenizer import Tokenizer
 from ._types import EncodedPair
 
 __all__ = ["PairEncoder", "PlannedDocument"]
@@ -55,14 +55,15 @@ class PairEncoder:
     """Builds engine sequences from queries and documents with a given tokenizer.
 
     Args:
-        tokenizer: The model's tokenizer, split into template and plain halves.
+        tokenizer: The model's tokenizer (a :class:`~qwen3_rerank.Tokenizer`: template and plain
+            halves, e.g. a :class:`~qwen3_rerank.Qwen3Tokenizer`).
 
     Example:
         >>> enc = PairEncoder(tokenizer)                                # doctest: +SKIP
         >>> pairs, plan = enc.encode("what is BM25?", ["BM25 is ..."], max_length=512)  # doctest: +SKIP
     """
 
-    def __init__(self, tokenizer: Qwen3Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
         self.prefix_ids = tokenizer.encode_template(prompts.SYSTEM_PREFIX)
         self.suffix_ids = tokenizer.encode_template(prompts.ASSISTANT_SUFFIX)
