@@ -10,7 +10,7 @@ Contract for engine tests (every engine test uses these names):
   converted (Qwen3ForSequenceClassification) checkpoints, same weights.
 * ``transformers_engine``: the embedded engine on ``tiny_model`` (fp32, CPU).
 * ``vllm_engine``: real in-process vLLM (CPU build) on ``tiny_model``, fp32.
-* ``vllm_server``: a real ``vllm serve`` on 127.0.0.1 with the seed's flags on ``tiny_model``;
+* ``vllm_server``: a real ``vllm serve`` on 127.0.0.1 with the Qwen3-Reranker ``--hf-overrides`` on ``tiny_model``;
   ``.base_url``.
 """
 
@@ -25,6 +25,23 @@ import pytest
 from qwen3_rerank import Qwen3Tokenizer, Reranker
 from tests.fakes import FakeEngine
 from tests_support import VLLM_CPU_OPTIONS
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`gpu`-marked tests run only where CUDA is (the GPU test tier: tools/gpu/tier.sh)."""
+    if not any(item.get_closest_marker("gpu") for item in items):
+        return
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    if not cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU: run the GPU test tier (tools/gpu/README.md)")
+        for item in items:
+            if item.get_closest_marker("gpu"):
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU test tier: the whole test suite, with real vLLM on CUDA, plus the `gpu`-marked tests.
+# Runs ON the GPU machine (see tools/gpu/README.md for the calls that stage vLLM and the test
+# packages first). Writes junit XML and a JSON summary for each part to $OUT.
+#
+#   bash tools/gpu/tier.sh suite   # every test except tests/test_gpu.py (CUDA is visible: engines use it)
+#   bash tools/gpu/tier.sh gpu     # tests/test_gpu.py: bf16 parity at the 0.6B shape, hang, fork, replicas, TP/DP
+#   bash tools/gpu/tier.sh all     # both in one pytest run (over 10 minutes on one call: use the two parts)
+set -uo pipefail
+part=${1:?usage: tier.sh suite|gpu|all [pytest args...]}; shift
+here=$(cd "$(dirname "$0")/../.." && pwd)
+out=${OUT:-$here/.gpu-tier-out}; mkdir -p "$out"
+# On the device machine the test packages are staged into $HOME/tier-site (OUTDIR/t/stage.sh);
+# on a CUDA machine of your own, install them as `make test` does (pip install -e '.[...]').
+site=""; [ -d "$HOME/tier-site" ] && site=:$HOME/tier-site
+export PYTHONPATH=$here/src:$here/integrations/langchain:$here/integrations/llama-index:$here:${PYTHONPATH:-}$site
+python3 -c "import vllm, torch; assert torch.cuda.is_available()" 2>/dev/null \
+  || { echo "needs vLLM (CUDA build) and a CUDA GPU: on the device machine, source OUTDIR/b/activate.sh first" >&2; exit 3; }
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 QWEN3_RERANK_CACHE=${QWEN3_RERANK_CACHE:-/tmp/qwen3-rerank-cache}
+export QWEN3_RERANK_GPU_TIER=1   # tests/test_readme.py runs the README's GPU blocks on a local model
+# The package is not pip-installed there: a console script that runs the checkout's CLI.
+mkdir -p /tmp/tier-bin && printf '#!/bin/sh\nexec python3 -m qwen3_rerank "$@"\n' > /tmp/tier-bin/qwen3-rerank && chmod +x /tmp/tier-bin/qwen3-rerank
+export PATH=/tmp/tier-bin:$PATH
+cd "$here"
+case $part in
+  suite) sel=(--ignore=tests/test_gpu.py) ;;
+  gpu) sel=(tests/test_gpu.py) ;;
+  all) sel=() ;;
+  *) echo "unknown part $part" >&2; exit 2 ;;
+esac
+start=$(date +%s)
+python3 -m pytest -p no:cacheprovider --junitxml="$out/junit-$part.xml" -q -ra --durations=15 "${sel[@]}" "$@"
+rc=$?
+python3 tools/gpu/summary.py "$out/junit-$part.xml" --part "$part" --exit-code $rc --seconds $(( $(date +%s) - start )) > "$out/summary-$part.json"
+cat "$out/summary-$part.json"
+exit $rc
