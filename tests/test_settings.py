@@ -20,6 +20,7 @@ from qwen3_rerank.settings import (
     build_engine,
     build_reranker,
     engine_kwargs,
+    reranker_kwargs,
     resolve_api_key,
     resolve_base_urls,
     resolve_model,
@@ -118,7 +119,7 @@ def test_remote_engine_kwargs_from_the_environment(monkeypatch):
 
 
 def test_remote_engine_without_a_url_names_the_variable():
-    with pytest.raises(ConfigurationError, match=r"pass base_url=.*\$QWEN3_RERANK_BASE_URL"):
+    with pytest.raises(ConfigurationError, match=r"needs base_url=.*\$QWEN3_RERANK_BASE_URL"):
         engine_kwargs("remote")
 
 
@@ -189,6 +190,14 @@ def test_reranker_options_are_accepted_by_build_reranker_only():
         build_reranker("vllm", window_overlp=8)
 
 
+def test_reranker_kwargs_checks_everything_and_builds_nothing(monkeypatch):
+    monkeypatch.setenv(ENV_BASE_URL, "http://10.0.0.5:8000")
+    assert reranker_kwargs("remote", max_length=300, timeout=5) == {"max_length": 300, "timeout": 5, "base_url": "http://10.0.0.5:8000"}
+    monkeypatch.delenv(ENV_BASE_URL)
+    with pytest.raises(ConfigurationError, match="needs base_url"):
+        reranker_kwargs("remote", max_length=300)
+
+
 def test_validation_loads_no_model_and_no_backend():
     code = (
         "import json, sys\n"
@@ -199,6 +208,7 @@ def test_validation_loads_no_model_and_no_backend():
         "settings.engine_kwargs('transformers', model='no-such-org/no-such-model', dtype='float32')\n"
         "settings.engine_kwargs('vllm', model='no-such-org/no-such-model', enforce_eager=True)\n"
         "settings.engine_kwargs('remote', base_url='http://127.0.0.1:9')\n"
+        "settings.reranker_kwargs('vllm', model='no-such-org/no-such-model', max_length=512, enforce_eager=True)\n"
         "for name, typo in (('transformers', 'dtyp'), ('vllm', 'dtyp'), ('remote', 'timout')):\n"
         "    try:\n"
         "        settings.validate_engine_options(name, {typo: 1})\n"

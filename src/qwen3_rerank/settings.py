@@ -45,6 +45,7 @@ __all__ = [
     "build_engine",
     "build_reranker",
     "engine_kwargs",
+    "reranker_kwargs",
     "resolve_api_key",
     "resolve_base_urls",
     "resolve_model",
@@ -178,8 +179,8 @@ def engine_kwargs(
         urls = resolve_base_urls(base_url)
         if not urls:
             raise ConfigurationError(
-                f"the remote engine needs its server's URL: pass base_url= (e.g. 'http://127.0.0.1:8000') "
-                f"or set ${ENV_BASE_URL}"
+                f"the remote engine needs base_url=, its server's URL (e.g. 'http://127.0.0.1:8000'), "
+                f"or ${ENV_BASE_URL} set"
             )
         kwargs["base_url"] = urls if len(urls) > 1 else urls[0]
         key = resolve_api_key(api_key)
@@ -219,6 +220,27 @@ def _reranker_options() -> tuple[str, ...]:
     return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "model")
 
 
+def reranker_kwargs(
+    engine: str,
+    *,
+    model: str | os.PathLike[str] | None = None,
+    base_url: str | Sequence[str] | None = None,
+    api_key: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """The checked keyword arguments of ``Reranker(engine, **kwargs)``; nothing is built.
+
+    ``options`` may mix the :class:`~qwen3_rerank.Reranker`'s own (``max_length``,
+    ``long_documents``, ``window_overlap``, ...) and the engine's; see :func:`engine_kwargs`.
+    Integrations call it when they are configured, so that a typo fails there.
+    """
+    own = _reranker_options()
+    validate_engine_options(engine, options, also=own)
+    core = {k: v for k, v in options.items() if k in own}
+    rest = {k: v for k, v in options.items() if k not in own}
+    return {**core, **engine_kwargs(engine, model=model, base_url=base_url, api_key=api_key, **rest)}
+
+
 def build_reranker(
     engine: str,
     *,
@@ -227,12 +249,14 @@ def build_reranker(
     api_key: str | None = None,
     **options: Any,
 ) -> Reranker:
-    """A :class:`~qwen3_rerank.Reranker` owning a new ``engine``; ``options`` may mix the
-    Reranker's own (``max_length``, ``long_documents``, ...) and the engine's."""
+    """A :class:`~qwen3_rerank.Reranker` that owns a new ``engine`` (closed by its ``close()``).
+
+    Arguments as :func:`reranker_kwargs`.
+
+    Example:
+        >>> from qwen3_rerank.settings import build_reranker
+        >>> reranker = build_reranker("transformers", dtype="bfloat16", max_length=4096)  # doctest: +SKIP
+    """
     from ._reranker import Reranker
 
-    own = _reranker_options()
-    validate_engine_options(engine, options, also=own)
-    core = {k: v for k, v in options.items() if k in own}
-    rest = {k: v for k, v in options.items() if k not in own}
-    return Reranker(engine, **core, **engine_kwargs(engine, model=model, base_url=base_url, api_key=api_key, **rest))
+    return Reranker(engine, **reranker_kwargs(engine, model=model, base_url=base_url, api_key=api_key, **options))
