@@ -6,6 +6,7 @@ script, ``python -m qwen3_rerank`` and ``examples/demo.py`` as subprocesses.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -16,8 +17,11 @@ from pathlib import Path
 import pytest
 
 from qwen3_rerank import EngineOutput, Reranker, prompts
-from qwen3_rerank import cli
-from qwen3_rerank.cli import CHECK_CASES, main, run_check
+from qwen3_rerank import settings
+from qwen3_rerank.cli import _engine as cli_engine
+from qwen3_rerank.cli import info as cli_info
+from qwen3_rerank.cli import main
+from qwen3_rerank.diagnosis import CHECK_CASES, CHECK_MAX_LENGTH, format_check_report, run_check
 from qwen3_rerank.engines import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +39,7 @@ def _offline(monkeypatch):
     # Nothing here may reach the network; a hub id would fail fast instead of hanging.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # what the CLI sets for local models
-    for var in (cli.ENV_MODEL, cli.ENV_BASE_URL, cli.ENV_API_KEY):
+    for var in (settings.ENV_MODEL, settings.ENV_BASE_URL, settings.ENV_API_KEY):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -88,7 +92,7 @@ def reuse_engine(monkeypatch, transformers_engine, tiny_model):
 
     The engine-building path itself is covered by the tests that do not use this fixture.
     """
-    real = cli.build_engine
+    real = cli_engine.build_engine
 
     def build(args):
         plain = args.engine == "transformers" and not args.engine_option and args.dtype is None and args.device is None
@@ -96,7 +100,7 @@ def reuse_engine(monkeypatch, transformers_engine, tiny_model):
             return _Borrowed(transformers_engine)
         return real(args)
 
-    monkeypatch.setattr(cli, "build_engine", build)
+    monkeypatch.setattr(cli_engine, "build_engine", build)
 
 
 def assert_one_line_error(code: int, err: str, *fragments: str, expected_code: int | None = None) -> None:
@@ -252,8 +256,8 @@ def test_many_queries_with_their_own_documents_and_progress(reuse_engine, capsys
 
 
 def test_progress_without_tqdm_is_a_plain_counter(reuse_engine, capsys, monkeypatch, tmp_path, tiny_model, docs_file):
-    real = cli.importlib.util.find_spec
-    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name, *a: None if name == "tqdm" else real(name, *a))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tqdm" else real(name, *a))
     queries = tmp_path / "q.txt"
     queries.write_text("a\nb\n", encoding="utf-8")
     code, out, err = run(["rerank", "--queries", queries, "--docs", docs_file, "-m", tiny_model, "--progress", "--json"], capsys)
@@ -362,7 +366,26 @@ def test_usage_errors(capsys, tmp_path, docs_file, tiny_model, argv, fragments):
 
 def test_unknown_engine_option_is_reported(capsys, docs_file, tiny_model):
     code, _, err = run(["rerank", QUERY, "--docs", docs_file, "-m", tiny_model, "-o", "frobnicate=1"], capsys)
-    assert_one_line_error(code, err, "does not accept that option", "frobnicate")
+    assert_one_line_error(code, err, "does not accept that option", "frobnicate", "Valid options:", expected_code=2)
+
+
+@pytest.mark.parametrize("engine", ["transformers", "vllm"])
+def test_engine_option_typo_names_the_close_match_before_loading(capsys, monkeypatch, docs_file, engine):
+    # The hub id does not exist offline: had the engine been created, the error would be another one.
+    monkeypatch.setenv(settings.ENV_MODEL, "no-such-org/no-such-model")
+    code, _, err = run(["rerank", QUERY, "--docs", docs_file, "--engine", engine, "-o", "dtyp=float32"], capsys)
+    assert_one_line_error(code, err, f"the {engine} engine does not accept that option: 'dtyp'", "did you mean 'dtype'?", expected_code=2)
+
+
+def test_engine_option_may_not_repeat_a_setting(capsys, docs_file, tiny_model):
+    code, _, err = run(["rerank", QUERY, "--docs", docs_file, "-m", tiny_model, "-o", "model=other"], capsys)
+    assert_one_line_error(code, err, "model is a setting of its own", "--model", expected_code=2)
+
+
+def test_base_url_from_the_environment(capsys, monkeypatch, docs_file):
+    monkeypatch.setenv(settings.ENV_BASE_URL, "localhost:8000")
+    code, _, err = run(["rerank", QUERY, "--docs", docs_file, "--engine", "remote"], capsys)
+    assert_one_line_error(code, err, "'localhost:8000' (from $QWEN3_RERANK_BASE_URL)", "http://", expected_code=2)
 
 
 def test_missing_engine_package_names_the_extra(capsys, monkeypatch, docs_file, tiny_model):
@@ -422,7 +445,7 @@ def test_verbose_shows_the_traceback_of_an_unexpected_error(capsys, monkeypatch,
     def boom(args):
         raise RuntimeError("something odd")
 
-    monkeypatch.setattr(cli, "build_engine", boom)
+    monkeypatch.setattr(cli_engine, "build_engine", boom)
     code, _, err = run(["rerank", QUERY, "--docs", docs_file, "-m", tiny_model], capsys)
     assert_one_line_error(code, err, "RuntimeError: something odd", "-v", expected_code=1)
     code, _, err = run(["-v", "rerank", QUERY, "--docs", docs_file, "-m", tiny_model], capsys)
@@ -450,8 +473,8 @@ def test_make_test_model_then_rerank_with_it(capsys, tmp_path, docs_file, seq_cl
 
 def test_info_reports_engines_and_devices(capsys, monkeypatch):
     # Pretend vLLM is absent: `info` must then not import it.
-    real = cli._module_available
-    monkeypatch.setattr(cli, "_module_available", lambda name: False if name.split(".")[0] == "vllm" else real(name))
+    real = cli_info._module_available
+    monkeypatch.setattr(cli_info, "_module_available", lambda name: False if name.split(".")[0] == "vllm" else real(name))
     code, out, err = run(["info", "--json"], capsys)
     assert code == 0, err
     info = json.loads(out)
@@ -513,7 +536,7 @@ def test_check_json_report(capsys, tiny_seq_cls_model):
     report = json.loads(out)
     assert report["passed"] is True and report["max_diff"] <= 1e-4
     rows = {r["case"]: r for r in report["cases"]}
-    assert rows["truncated"]["tokens"] == cli.CHECK_MAX_LENGTH
+    assert rows["truncated"]["tokens"] == CHECK_MAX_LENGTH
 
 
 class FaultyEngine(Engine):
@@ -553,9 +576,9 @@ class FaultyEngine(Engine):
             return tok.encode_template(server)
         if self.fault == "injection":
             return tok.encode_template(prompts.SYSTEM_PREFIX + query_text + document_text + prompts.ASSISTANT_SUFFIX)
-        if self.fault == "suffix_cut" and len(pair.input_ids) >= cli.CHECK_MAX_LENGTH:
+        if self.fault == "suffix_cut" and len(pair.input_ids) >= CHECK_MAX_LENGTH:
             text = prompts.SYSTEM_PREFIX + query_text + document_text + prompts.ASSISTANT_SUFFIX
-            return tok.encode_template(text)[-(cli.CHECK_MAX_LENGTH - 40) :]
+            return tok.encode_template(text)[-(CHECK_MAX_LENGTH - 40) :]
         return list(pair.input_ids)
 
     def score(self, pairs):
@@ -596,7 +619,7 @@ def test_run_check_names_the_likely_cause(transformers_engine, fault, dtype, cau
     assert report.problems
     assert cause in report.cause, (fault, report.cause, report.problems)
     assert fix in report.fix
-    text = cli.format_check_report(report)
+    text = format_check_report(report)
     assert "FAIL" in text and "likely cause:" in text and "fix:" in text
 
 
@@ -617,11 +640,11 @@ def test_run_check_reports_the_template_guard(transformers_engine):
 def test_run_check_without_reference(transformers_engine):
     report = run_check(FaultyEngine(transformers_engine, "none", dtype="float32"), None)
     assert report.passed and report.max_diff is None
-    assert "PASS" in cli.format_check_report(report)
+    assert "PASS" in format_check_report(report)
 
 
 def test_check_fails_with_exit_code_1(capsys, monkeypatch, tiny_model, transformers_engine):
-    monkeypatch.setattr(cli, "build_engine", lambda args: FaultyEngine(transformers_engine, "swapped", dtype="float32"))
+    monkeypatch.setattr(cli_engine, "build_engine", lambda args: FaultyEngine(transformers_engine, "swapped", dtype="float32"))
     code, out, _ = run(["check", "-m", tiny_model, "--dtype", "float32"], capsys)
     assert code == 1
     assert "FAIL" in out and "likely cause:" in out and "DIFFERS" in out

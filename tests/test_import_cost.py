@@ -33,7 +33,15 @@ def _installed(module: str) -> bool:
 
 @pytest.mark.parametrize(
     "module",
-    ["qwen3_rerank", "qwen3_rerank.engines", "langchain_qwen3_rerank", "llama_index.postprocessor.qwen3_rerank"],
+    [
+        "qwen3_rerank",
+        "qwen3_rerank.engines",
+        "qwen3_rerank.settings",
+        "qwen3_rerank.diagnosis",
+        "qwen3_rerank.cli",
+        "langchain_qwen3_rerank",
+        "llama_index.postprocessor.qwen3_rerank",
+    ],
 )
 def test_import_loads_no_heavy_backend(module: str) -> None:
     if not _installed(module):

@@ -18,12 +18,12 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self, TypedDict
 
 from qwen3_rerank import Ranking, Reranker, RerankStats
+from qwen3_rerank import settings as qwen3_settings  # `settings` names the engine fields below
+from qwen3_rerank.settings import ENV_API_KEY
 
 __all__ = ["Qwen3Reranker", "RerankInput", "STATS_EVENT"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 
 STATS_EVENT = "qwen3_rerank_stats"
 """Name of the custom callback event that reports what each rerank cost.
@@ -83,15 +83,16 @@ class Qwen3Reranker(BaseDocumentCompressor, RunnableSerializable[RerankInput, li
     (in-process vLLM) or ``"remote"`` (a vLLM server at ``base_url``)."""
 
     model: str | None = None
-    """Hub id or local directory of the model (default ``Qwen/Qwen3-Reranker-0.6B``). For the
-    remote engine: the served model, whose tokenizer builds the prompts."""
+    """Hub id or local directory of the model (default ``$QWEN3_RERANK_MODEL``, else
+    ``Qwen/Qwen3-Reranker-0.6B``). For the remote engine: the served model, whose tokenizer builds
+    the prompts."""
 
     base_url: str | list[str] | None = None
     """URL of the vLLM server (remote engine only), e.g. ``http://127.0.0.1:8000``; a list of
-    URLs spreads the load over several servers."""
+    URLs spreads the load over several servers. Default: ``$QWEN3_RERANK_BASE_URL``."""
 
-    api_key: SecretStr | None = Field(default_factory=secret_from_env("QWEN3_RERANK_API_KEY", default=None))
-    """API key of the server (remote engine only); read from ``QWEN3_RERANK_API_KEY`` if not given."""
+    api_key: SecretStr | None = Field(default_factory=secret_from_env(ENV_API_KEY, default=None))
+    """API key of the server (remote engine only); read from ``$QWEN3_RERANK_API_KEY`` if not given."""
 
     engine_options: dict[str, Any] = Field(default_factory=dict)
     """Further keyword options for ``qwen3_rerank.Reranker(...)`` and its engine, e.g.
@@ -102,7 +103,7 @@ class Qwen3Reranker(BaseDocumentCompressor, RunnableSerializable[RerankInput, li
 
     @property
     def lc_secrets(self) -> dict[str, str]:
-        return {"api_key": "QWEN3_RERANK_API_KEY"}
+        return {"api_key": ENV_API_KEY}
 
     @model_validator(mode="after")
     def _check_engine_settings(self) -> Self:
@@ -116,8 +117,9 @@ class Qwen3Reranker(BaseDocumentCompressor, RunnableSerializable[RerankInput, li
             raise ValueError(
                 f"base_url is only used by engine='remote', got engine={self.engine!r}; set engine='remote'"
             )
-        if self.engine == "remote" and self.reranker is None and not self.base_url:
-            raise ValueError("engine='remote' needs base_url=, e.g. 'http://127.0.0.1:8000'")
+        if self.reranker is None:
+            # Unknown engine options, a missing or scheme-less base URL: refused now, not at the first call.
+            qwen3_settings.reranker_kwargs(self.engine, model=self.model, base_url=self.base_url, **self.engine_options)
         return self
 
     # -- the engine ---------------------------------------------------------------------------
@@ -132,14 +134,12 @@ class Qwen3Reranker(BaseDocumentCompressor, RunnableSerializable[RerankInput, li
             return self._built
 
     def _build(self) -> Reranker:
-        options = dict(self.engine_options)
-        if self.engine == "remote":
-            options["base_url"] = self.base_url
-            if self.api_key is not None:
-                options["api_key"] = self.api_key.get_secret_value()
-        model = self.model if self.model is not None or self.engine == "remote" else DEFAULT_MODEL
+        api_key = self.api_key.get_secret_value() if self.api_key is not None and self.engine == "remote" else None
+        model = qwen3_settings.resolve_model(self.model, engine=self.engine)
         logger.info("building a %s reranker for %s", self.engine, model or "the served model")
-        return Reranker(self.engine, model=model, **options)
+        return qwen3_settings.build_reranker(
+            self.engine, model=self.model, base_url=self.base_url, api_key=api_key, **self.engine_options
+        )
 
     def close(self) -> None:
         """Release the engine this compressor built (an injected ``reranker`` is left open)."""

@@ -26,6 +26,7 @@ from langchain_qwen3_rerank import STATS_EVENT, Qwen3Reranker
 from pydantic import SecretStr, ValidationError
 
 from qwen3_rerank import Reranker
+from qwen3_rerank.settings import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -100,6 +101,62 @@ def test_engine_is_built_lazily_from_settings(tiny_model: Path) -> None:
     assert len(out) == 1 and r._built is not None and r.client.engine.name == "transformers"
     r.close()
     assert r._built is None
+
+
+# -- settings from the environment, checked when configured -----------------------------------
+@pytest.fixture()
+def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in (ENV_MODEL, ENV_BASE_URL, ENV_API_KEY):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_engine_options_are_checked_when_configured(_no_env: None) -> None:
+    # Nothing is loaded: the check reads the engine's signature.
+    with pytest.raises(ValidationError, match="did you mean 'dtype'"):
+        Qwen3Reranker(engine_options={"dtyp": "float32"})
+    with pytest.raises(ValidationError, match="did you mean 'enforce_eager'"):
+        Qwen3Reranker(engine="vllm", engine_options={"enforce_eagr": True})
+    with pytest.raises(ValidationError, match="did you mean 'max_retries'"):
+        Qwen3Reranker(engine="remote", base_url="http://127.0.0.1:1", engine_options={"max_retires": 0})
+    with pytest.raises(ValidationError, match="must start with http:// or https://"):
+        Qwen3Reranker(engine="remote", base_url="localhost:8000")
+    Qwen3Reranker(engine_options={"max_length": 512, "dtype": "float32"})  # Reranker and engine options mix
+
+
+def test_remote_engine_from_the_environment_contacts_nothing(
+    _no_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    httpx = pytest.importorskip("httpx")
+    requests: list[Any] = []
+
+    def handler(request: Any) -> Any:
+        requests.append(request)
+        return httpx.Response(500)
+
+    monkeypatch.setenv(ENV_BASE_URL, "http://10.0.0.5:8000")
+    monkeypatch.setenv(ENV_MODEL, "org/served")
+    monkeypatch.setenv(ENV_API_KEY, "sk-env")
+    built = Qwen3Reranker(engine="remote", engine_options={"max_model_len": 512, "transport": httpx.MockTransport(handler)})
+    engine = built.client.engine
+    try:
+        assert engine.base_urls == ("http://10.0.0.5:8000",)
+        assert engine.model == "org/served"
+        assert engine._api_key.get() == "sk-env"
+    finally:
+        built.close()
+    assert requests == []
+    monkeypatch.setenv(ENV_BASE_URL, "localhost:8000")
+    with pytest.raises(ValidationError, match=r"from \$QWEN3_RERANK_BASE_URL"):
+        Qwen3Reranker(engine="remote")
+
+
+def test_local_model_from_the_environment(_no_env: None, monkeypatch: pytest.MonkeyPatch, tiny_model: Path) -> None:
+    monkeypatch.setenv(ENV_MODEL, str(tiny_model))
+    built = Qwen3Reranker(engine_options={"device": "cpu", "dtype": "float32"})
+    try:
+        assert built.client.engine.model_name == str(tiny_model)
+    finally:
+        built.close()
 
 
 # -- guards, copies, top_n, threshold -----------------------------------------------------------

@@ -32,6 +32,7 @@ from llama_index.postprocessor.qwen3_rerank import RETRIEVAL_SCORE_KEY, STATS_PA
 from pydantic import Field, ValidationError
 
 from qwen3_rerank import Reranker
+from qwen3_rerank.settings import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -124,6 +125,63 @@ def test_engine_is_built_lazily_from_settings(tiny_model: Path) -> None:
     assert rerank.reranker.engine.name == "transformers"
     rerank.close()
     assert rerank._reranker is None
+
+
+# -- settings from the environment, checked when configured -----------------------------------
+@pytest.fixture()
+def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in (ENV_MODEL, ENV_BASE_URL, ENV_API_KEY):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_engine_options_are_checked_when_configured(_no_env: None) -> None:
+    # Nothing is loaded: the check reads the engine's signature.
+    with pytest.raises(ValidationError, match="did you mean 'dtype'"):
+        Qwen3Rerank(engine_options={"dtyp": "float32"})
+    with pytest.raises(ValidationError, match="did you mean 'enforce_eager'"):
+        Qwen3Rerank(engine="vllm", engine_options={"enforce_eagr": True})
+    with pytest.raises(ValidationError, match="did you mean 'max_retries'"):
+        Qwen3Rerank(engine="remote", base_url="http://127.0.0.1:1", engine_options={"max_retires": 0})
+    with pytest.raises(ValidationError, match="must start with http:// or https://"):
+        Qwen3Rerank(engine="remote", base_url="localhost:8000")
+    Qwen3Rerank(engine_options={"max_length": 512, "dtype": "float32"})  # Reranker and engine options mix
+
+
+def test_remote_engine_from_the_environment_contacts_nothing(
+    _no_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    httpx = pytest.importorskip("httpx")
+    requests: list[Any] = []
+
+    def handler(request: Any) -> Any:
+        requests.append(request)
+        return httpx.Response(500)
+
+    monkeypatch.setenv(ENV_BASE_URL, "http://10.0.0.5:8000")
+    monkeypatch.setenv(ENV_MODEL, "org/served")
+    monkeypatch.setenv(ENV_API_KEY, "sk-env")
+    built = Qwen3Rerank(engine="remote", engine_options={"max_model_len": 512, "transport": httpx.MockTransport(handler)})
+    engine = built.reranker.engine
+    try:
+        assert engine.base_urls == ("http://10.0.0.5:8000",)
+        assert engine.model == "org/served"
+        assert engine._api_key.get() == "sk-env"
+    finally:
+        built.close()
+    assert requests == []
+    monkeypatch.setenv(ENV_BASE_URL, "localhost:8000")
+    with pytest.raises(ValidationError, match=r"from \$QWEN3_RERANK_BASE_URL"):
+        Qwen3Rerank(engine="remote")
+
+
+def test_local_model_from_the_environment(_no_env: None, monkeypatch: pytest.MonkeyPatch, tiny_model: Path) -> None:
+    monkeypatch.setenv(ENV_MODEL, str(tiny_model))
+    built = Qwen3Rerank(engine_options={"device": "cpu", "dtype": "float32"})
+    assert built._model_name == str(tiny_model) and built._reranker is None  # the events name it unbuilt
+    try:
+        assert built.reranker.engine.model_name == str(tiny_model)
+    finally:
+        built.close()
 
 
 # -- guards, copies, top_n, threshold -----------------------------------------------------------

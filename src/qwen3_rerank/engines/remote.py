@@ -76,14 +76,12 @@ from .._exceptions import (
 from .._scores import log_odds
 from .._tokenizer import Qwen3Tokenizer
 from .._types import EncodedPair, EngineOutput
+from ..settings import ENV_API_KEY as API_KEY_ENV
 from ._base import Engine
 
 __all__ = ["API_KEY_ENV", "RemoteEngine"]
 
 logger = logging.getLogger(__name__)
-
-API_KEY_ENV = "QWEN3_RERANK_API_KEY"
-"""Environment variable read for the API key when ``api_key`` is not passed."""
 
 Api = Literal["auto", "classify", "score", "rerank"]
 _APIS = ("auto", "classify", "score", "rerank")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import threading
 from typing import Any, Literal
 
@@ -16,13 +15,13 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from qwen3_rerank import Ranking, Reranker, RerankStats
+from qwen3_rerank import settings as qwen3_settings  # `settings` names the engine fields below
+from qwen3_rerank.settings import DEFAULT_MODEL, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
 
 __all__ = ["Qwen3Rerank", "RETRIEVAL_SCORE_KEY", "STATS_PAYLOAD_KEY"]
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
-
-DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 """Metadata key of the retriever's score on returned nodes when ``keep_retrieval_score=True``."""
@@ -72,13 +71,15 @@ class Qwen3Rerank(BaseNodePostprocessor):
     )
     model: str | None = Field(
         default=None,
-        description=f"Hub id or local directory of the model (default {DEFAULT_MODEL}); for 'remote', the served model.",
+        description=f"Hub id or local directory of the model (default: env {ENV_MODEL}, else {DEFAULT_MODEL}); "
+        "for 'remote', the served model.",
     )
     base_url: str | list[str] | None = Field(
-        default=None, description="URL of the vLLM server, or a list of them (engine='remote' only)."
+        default=None,
+        description=f"URL of the vLLM server, or a list of them (engine='remote' only); default: env {ENV_BASE_URL}.",
     )
     api_key: SecretStr | None = Field(
-        default=None, exclude=True, description="Server API key (engine='remote'); default: env QWEN3_RERANK_API_KEY."
+        default=None, exclude=True, description=f"Server API key (engine='remote'); default: env {ENV_API_KEY}."
     )
     engine_options: dict[str, Any] = Field(
         default_factory=dict,
@@ -107,8 +108,8 @@ class Qwen3Rerank(BaseNodePostprocessor):
                 )
             if not isinstance(reranker, Reranker):
                 raise TypeError(f"reranker must be a qwen3_rerank.Reranker, got {type(reranker).__name__}")
-        if data.get("api_key") is None and os.environ.get("QWEN3_RERANK_API_KEY"):
-            data["api_key"] = os.environ["QWEN3_RERANK_API_KEY"]
+        if data.get("api_key") is None and qwen3_settings.resolve_api_key(None):
+            data["api_key"] = qwen3_settings.resolve_api_key(None)
         super().__init__(**data)
         self._reranker = reranker
 
@@ -118,8 +119,8 @@ class Qwen3Rerank(BaseNodePostprocessor):
             raise ValueError(
                 f"base_url is only used by engine='remote', got engine={self.engine!r}; set engine='remote'"
             )
-        if self.engine == "remote" and not self.base_url:
-            raise ValueError("engine='remote' needs base_url=, e.g. 'http://127.0.0.1:8000'")
+        # Unknown engine options, a missing or scheme-less base URL: refused now, not at the first call.
+        qwen3_settings.reranker_kwargs(self.engine, model=self.model, base_url=self.base_url, **self.engine_options)
         return self
 
     @classmethod
@@ -137,14 +138,12 @@ class Qwen3Rerank(BaseNodePostprocessor):
             return self._reranker
 
     def _build(self) -> Reranker:
-        options = dict(self.engine_options)
-        if self.engine == "remote":
-            options["base_url"] = self.base_url
-            if self.api_key is not None:
-                options["api_key"] = self.api_key.get_secret_value()
-        model = self.model if self.model is not None or self.engine == "remote" else DEFAULT_MODEL
+        api_key = self.api_key.get_secret_value() if self.api_key is not None and self.engine == "remote" else None
+        model = qwen3_settings.resolve_model(self.model, engine=self.engine)
         logger.info("building a %s reranker for %s", self.engine, model or "the served model")
-        return Reranker(self.engine, model=model, **options)
+        return qwen3_settings.build_reranker(
+            self.engine, model=self.model, base_url=self.base_url, api_key=api_key, **self.engine_options
+        )
 
     def close(self) -> None:
         """Release the engine this postprocessor built (an injected ``reranker`` is left open)."""
@@ -160,7 +159,7 @@ class Qwen3Rerank(BaseNodePostprocessor):
         if self._reranker is not None and not self._owns_reranker:
             engine = self._reranker.engine
             return str(getattr(engine, "model_name", None) or getattr(engine, "model", None) or engine.name)
-        return self.model or (DEFAULT_MODEL if self.engine != "remote" else "remote")
+        return qwen3_settings.resolve_model(self.model, engine=self.engine) or "remote"
 
     # -- BaseNodePostprocessor ----------------------------------------------------------------
     def _postprocess_nodes(

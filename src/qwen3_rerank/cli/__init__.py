@@ -1,0 +1,25 @@
+"""The ``qwen3-rerank`` command line (also ``python -m qwen3_rerank``).
+
+Commands::
+
+    qwen3-rerank rerank QUERY --docs FILE|-      rank documents for a query (or --queries FILE)
+    qwen3-rerank check                           self-test the configured engine against the reference
+    qwen3-rerank make-test-model DIR             write a random-weight test checkpoint
+    qwen3-rerank info                            versions, engines, devices, vLLM platform
+
+Exit status: 0 success (``check``: PASS), 1 a failed run (``check``: FAIL, an engine error, a
+missing package), 2 bad usage or bad input (an unknown option, an unreadable file, a malformed
+JSONL line, empty input). Errors are one line on stderr, without a traceback (``-v`` shows it).
+
+One module per command (:mod:`.rerank`, :mod:`.check`, :mod:`.make_test_model`, :mod:`.info`),
+each a :class:`~._base.CLISubcommand`; :mod:`._main` assembles the parser and turns errors into
+exit statuses. Only the standard library is imported at start-up; an engine's packages (torch,
+vllm, httpx) are imported by the command that creates that engine. This package is the only
+place of the library that writes to stdout/stderr.
+"""
+
+from __future__ import annotations
+
+from ._main import main
+
+__all__ = ["main"]

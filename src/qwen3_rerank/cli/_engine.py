@@ -1,0 +1,112 @@
+"""The engine options ``rerank`` and ``check`` share, and the engine they describe (via :mod:`qwen3_rerank.settings`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import settings
+from ..settings import DEFAULT_MODEL, ENGINE_NAMES, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
+from ._base import CLIError, positive_int
+
+if TYPE_CHECKING:
+    from ..engines import Engine
+
+__all__ = ["add_engine_arguments", "build_engine", "model_for"]
+
+
+def _engine_option(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. gpu_memory_utilization=0.3), got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw  # a plain string such as a path
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    return key, value
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``engine`` option group: which engine, which model or server, and its keywords."""
+    g = p.add_argument_group("engine")
+    g.add_argument(
+        "--engine",
+        "-e",
+        default="transformers",
+        choices=ENGINE_NAMES,
+        help="transformers: embedded torch engine (default); vllm: in-process vLLM; remote: a vLLM server",
+    )
+    g.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help=f"hub id or local path of the checkpoint (default: ${ENV_MODEL} or {DEFAULT_MODEL}; "
+        "for --engine remote: optional, the tokenizer source)",
+    )
+    g.add_argument(
+        "--base-url",
+        action="append",
+        default=None,
+        metavar="URL",
+        help=f"server URL for --engine remote (repeat, or separate with commas, for replicas; default ${ENV_BASE_URL})",
+    )
+    g.add_argument("--api-key", default=None, help=f"bearer token for --engine remote (default ${ENV_API_KEY})")
+    g.add_argument("--device", default=None, help="transformers engine: cuda, cuda:1, npu, cpu (default: auto)")
+    g.add_argument("--dtype", default=None, help="float32, bfloat16, float16 or auto (default: the engine's)")
+    g.add_argument(
+        "--engine-option",
+        "-o",
+        action="append",
+        type=_engine_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other engine keyword, VALUE parsed as JSON when it can be "
+        "(e.g. -o gpu_memory_utilization=0.3 -o enforce_eager=true)",
+    )
+    g.add_argument("--max-length", type=positive_int, default=None, help="most tokens per scored sequence (default 8192)")
+
+
+def model_for(args: argparse.Namespace) -> str | None:
+    """The model the options name (``--model``, ``$QWEN3_RERANK_MODEL``, the default; none for remote)."""
+    return settings.resolve_model(args.model, engine=args.engine)
+
+
+def build_engine(args: argparse.Namespace) -> Engine:
+    """Create the engine the options describe (imports only that engine's packages)."""
+    options: dict[str, Any] = dict(args.engine_option)
+    if args.engine == "remote":
+        if not settings.resolve_base_urls(args.base_url):
+            raise CLIError(f"--engine remote needs --base-url URL (or ${ENV_BASE_URL}), e.g. --base-url http://127.0.0.1:8000")
+        if args.device is not None:
+            raise CLIError("--device applies to the local engines; the server chooses its own device")
+        if args.dtype is not None:
+            raise CLIError("--dtype applies to the local engines; set it on the server (vllm serve --dtype)")
+    else:
+        if args.base_url:
+            raise CLIError(f"--base-url applies to --engine remote, not --engine {args.engine}")
+        if args.api_key:
+            raise CLIError(f"--api-key applies to --engine remote, not --engine {args.engine}")
+        if args.dtype is not None:
+            options.setdefault("dtype", args.dtype)
+        if args.device is not None:
+            if args.engine == "vllm":
+                raise CLIError("--device applies to --engine transformers; vLLM picks its platform itself (see 'qwen3-rerank info')")
+            options.setdefault("device", args.device)
+    settings.validate_engine_options(args.engine, options)  # before -o model=... collides with --model
+    model = model_for(args)
+    if args.engine != "remote" and model is not None and Path(model).is_dir():
+        # Nothing to download: keep the loader's progress bars off the terminal.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        return settings.build_engine(args.engine, model=args.model, base_url=args.base_url, api_key=args.api_key, **options)
+    except TypeError as exc:
+        # VLLMEngine passes names it does not know on to vLLM, which refuses the ones it does not know either.
+        if "unexpected keyword argument" in str(exc):
+            raise CLIError(f"--engine {args.engine} does not accept that option: {exc}") from None
+        raise

