@@ -59,13 +59,14 @@ def test_import_never_imports_vllm():
     ids=["other-architecture", "seq-cls-two-labels", "no-architecture"],
 )
 def test_unsupported_checkpoint_refused_before_vllm_starts(tmp_path, config):
-    from qwen3_rerank.engines import vllm_engine
+    from qwen3_rerank.engines.vllm_engine import VLLMEngine
+    from qwen3_rerank.engines.vllm_engine._registry import registry as _registry
 
     (tmp_path / "config.json").write_text(json.dumps(config))
-    before = dict(vllm_engine._registry)
+    before = dict(_registry)
     with pytest.raises(ConfigurationError, match="Qwen3"):
-        vllm_engine.VLLMEngine(tmp_path, **VLLM_CPU_OPTIONS)
-    assert vllm_engine._registry == before  # no engine was started or registered
+        VLLMEngine(tmp_path, **VLLM_CPU_OPTIONS)
+    assert _registry == before  # no engine was started or registered
 
 
 def test_bad_options_are_refused_before_vllm_starts(tiny_model):
@@ -80,9 +81,9 @@ def test_bad_options_are_refused_before_vllm_starts(tiny_model):
 
 
 def _router(replicas, load=None):
-    from qwen3_rerank.engines.vllm_engine import _SharedEngine
+    from qwen3_rerank.engines.vllm_engine._registry import SharedEngine
 
-    shared = _SharedEngine.__new__(_SharedEngine)  # routing only: no vLLM behind it
+    shared = SharedEngine.__new__(SharedEngine)  # routing only: no vLLM behind it
     shared.replicas = replicas
     shared._load = list(load or [0] * replicas)
     return shared
@@ -120,13 +121,14 @@ def test_replica_routing_keeps_query_runs_together_and_balances_tokens():
 
 
 def test_replicas_split_the_memory_share():
-    from qwen3_rerank.engines.vllm_engine import _get_adapter, _per_instance_options
+    from qwen3_rerank.engines.vllm_engine._adapter import get_adapter
+    from qwen3_rerank.engines.vllm_engine._registry import per_instance_options
 
-    adapter = _get_adapter()
-    assert _per_instance_options({"gpu_memory_utilization": 0.5}, 1, adapter) == {"gpu_memory_utilization": 0.5}
-    assert _per_instance_options({"gpu_memory_utilization": 0.5}, 2, adapter)["gpu_memory_utilization"] == 0.25
+    adapter = get_adapter()
+    assert per_instance_options({"gpu_memory_utilization": 0.5}, 1, adapter) == {"gpu_memory_utilization": 0.5}
+    assert per_instance_options({"gpu_memory_utilization": 0.5}, 2, adapter)["gpu_memory_utilization"] == 0.25
     default = adapter.AsyncEngineArgs.gpu_memory_utilization  # vLLM's own default, split
-    assert _per_instance_options({}, 2, adapter)["gpu_memory_utilization"] == round(default / 2, 4)
+    assert per_instance_options({}, 2, adapter)["gpu_memory_utilization"] == round(default / 2, 4)
 
 
 def test_options_per_checkpoint_kind_and_platform(monkeypatch):
@@ -150,10 +152,11 @@ def test_options_per_checkpoint_kind_and_platform(monkeypatch):
 
 # -- real vLLM, causal (original) checkpoint ---------------------------------------------------
 @pytest.mark.vllm
-def test_original_checkpoint_gets_reranker_overrides(vllm_engine):
+def test_original_checkpoint_gets_reranker_overrides(vllm_engine, tiny_model):
     from qwen3_rerank.engines.vllm_engine import ORIGINAL_RERANKER_OVERRIDES
 
     assert vllm_engine.architecture == "Qwen3ForCausalLM"
+    assert (vllm_engine.model_name, vllm_engine.dtype) == (str(tiny_model), "float32")
     assert vllm_engine.options["hf_overrides"] == ORIGINAL_RERANKER_OVERRIDES
     # vLLM built the one-label classifier from the LM head.
     assert vllm_engine.llm.model_config.hf_config.num_labels == 1
@@ -323,7 +326,8 @@ async def test_ascore_does_not_use_the_sync_path(vllm_engine):
 
 @pytest.mark.vllm
 def test_second_engine_with_same_options_shares_the_llm(vllm_engine, tiny_model):
-    from qwen3_rerank.engines.vllm_engine import VLLMEngine, _registry
+    from qwen3_rerank.engines.vllm_engine import VLLMEngine
+    from qwen3_rerank.engines.vllm_engine._registry import registry as _registry
 
     n = len(_registry)
     other = VLLMEngine(tiny_model, **VLLM_CPU_OPTIONS)  # instant: no second vLLM start
@@ -374,7 +378,8 @@ async def test_cancelled_arerank_aborts_its_vllm_requests(vllm_engine):
 @pytest.mark.vllm
 def test_seq_cls_checkpoint_parity_and_close_frees_the_engine(tiny_seq_cls_model, tiny_model, transformers_engine):
     psutil = pytest.importorskip("psutil")
-    from qwen3_rerank.engines.vllm_engine import VLLMEngine, _registry
+    from qwen3_rerank.engines.vllm_engine import VLLMEngine
+    from qwen3_rerank.engines.vllm_engine._registry import registry as _registry
 
     # No gpu_memory_utilization: the CPU default must start.
     options = {k: v for k, v in VLLM_CPU_OPTIONS.items() if k != "gpu_memory_utilization"}
@@ -422,7 +427,8 @@ def test_seq_cls_checkpoint_parity_and_close_frees_the_engine(tiny_seq_cls_model
 @pytest.mark.vllm
 def test_two_replicas_on_one_device_score_exactly_and_share_the_work(tiny_model):
     """``replicas=2``: two vLLM instances, one engine; same scores, both instances used."""
-    from qwen3_rerank.engines.vllm_engine import VLLMEngine, _registry
+    from qwen3_rerank.engines.vllm_engine import VLLMEngine
+    from qwen3_rerank.engines.vllm_engine._registry import registry as _registry
 
     engine = VLLMEngine(tiny_model, replicas=2, **VLLM_CPU_OPTIONS)
     shared = engine._shared
