@@ -6,16 +6,38 @@ by :func:`get_adapter`. Read against the vLLM 0.23, 0.26 (CUDA) and 0.32 (CPU) s
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..._exceptions import ConfigurationError, missing_dependency
 
-__all__ = ["VLLMAdapter", "get_adapter"]
+__all__ = ["VLLMAdapter", "cuda_initialised", "get_adapter", "parse_version", "start_environment", "temporary_environ"]
 
 logger = logging.getLogger(__name__)
 
-_TESTED_VERSIONS = ((0, 26), (0, 33))  # [low, high)
+_TESTED_VERSIONS = ((0, 23), (0, 33))  # [low, high)
+
+# vLLM < 0.32 keeps one context slot free for a sampled token on every *running* request, pooling
+# ones included (v1/core/sched/scheduler.py: 0.23 caps new tokens at ``max_model_len - 1 -
+# num_computed_tokens``, 0.24-0.31 at ``max_model_len - num_computed_tokens -
+# num_sampled_tokens_per_step`` with that 1 for non-diffusion models). A pooling request of exactly
+# max_model_len tokens whose prefill is split over steps (chunked prefill) then never schedules
+# its last token and never finishes. 0.32 sets the slot to 0 for runner_type == "pooling".
+_POOLING_SLOT_FREED = (0, 32)
+
+
+def parse_version(version: str) -> tuple[int, int] | None:
+    """``"0.26.0+cu130"`` -> ``(0, 26)``; ``None`` when it cannot be read."""
+    try:
+        major, minor = version.split("+")[0].split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return None
 
 
 class VLLMAdapter:
@@ -57,10 +79,20 @@ class VLLMAdapter:
         self.platform = current_platform
         self._check_version()
 
+    @property
+    def reserves_pooling_slot(self) -> bool:
+        """Whether this vLLM's scheduler keeps a slot for a sampled token on pooling requests.
+
+        Then a request of exactly vLLM's ``max_model_len`` tokens can hang (see
+        ``_POOLING_SLOT_FREED``); the engine keeps every request one token shorter. An unreadable
+        version is treated as reserving (one token lost, never a hang).
+        """
+        parts = parse_version(self.version)
+        return parts is None or parts < _POOLING_SLOT_FREED
+
     def _check_version(self) -> None:
-        try:
-            parts = tuple(int(p) for p in self.version.split("+")[0].split(".")[:2])
-        except ValueError:
+        parts = parse_version(self.version)
+        if parts is None:
             return
         low, high = _TESTED_VERSIONS
         if not (low <= parts < high):
@@ -147,6 +179,25 @@ class VLLMAdapter:
                 return 0, 0
 
     @staticmethod
+    def num_unfinished_requests(engine: Any) -> int:
+        """Requests inside one ``AsyncLLM`` not finished yet (``AsyncLLM.get_num_unfinished_requests``
+        exists only from 0.27; its output processor has the count in 0.23 to 0.32)."""
+        method = getattr(engine, "get_num_unfinished_requests", None)
+        if method is not None:
+            return int(method())
+        return int(engine.output_processor.get_num_unfinished_requests())
+
+    def start_environment(self, options: Mapping[str, Any]) -> dict[str, str]:
+        """Environment variables vLLM's engine processes need on this platform (see
+        :func:`start_environment`)."""
+        return start_environment(
+            device_type=self.device_type,
+            dtype=str(options.get("dtype", "auto")),
+            cuda_initialised=self.device_type == "cuda" and cuda_initialised(),
+            environ=os.environ,
+        )
+
+    @staticmethod
     def shutdown(engine: Any) -> None:
         engine.shutdown()
 
@@ -159,3 +210,76 @@ def get_adapter() -> VLLMAdapter:
     if _adapter is None:
         _adapter = VLLMAdapter()
     return _adapter
+
+
+# -- the environment of vLLM's engine processes ------------------------------------------------
+_FLOAT32 = ("float32", "float", "torch.float32")
+
+
+def start_environment(*, device_type: str, dtype: str, cuda_initialised: bool, environ: Mapping[str, str]) -> dict[str, str]:
+    """Environment variables to set while vLLM starts its engine processes (pure).
+
+    * ``VLLM_WORKER_MULTIPROC_METHOD=spawn`` on CUDA when CUDA is already initialised in this
+      process: a child started with ``fork`` then fails with ``CUDA error: initialization
+      error``. vLLM switches to spawn by itself only when ``torch.cuda.is_initialized()``; a
+      ``torch.cuda.is_available()`` call initialises the CUDA driver without that flag, so we also
+      look at the driver (:func:`cuda_initialised`).
+    * ``TRITON_F32_DEFAULT=ieee`` on CUDA in float32: vLLM runs float32 attention with its Triton
+      kernels, whose ``tl.dot`` on float32 inputs defaults to TF32 (10-bit mantissa) on GPUs with
+      tensor cores; Triton reads this variable as the default ``input_precision`` (and counts it
+      in its kernel cache key). vLLM's own float32 matmuls already run in full precision
+      (``VLLM_FLOAT32_MATMUL_PRECISION=highest``, its default).
+
+    A variable the user set is never changed.
+    """
+    env: dict[str, str] = {}
+    if device_type != "cuda":
+        return env
+    if cuda_initialised and "VLLM_WORKER_MULTIPROC_METHOD" not in environ:
+        env["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
+    if dtype in _FLOAT32 and "TRITON_F32_DEFAULT" not in environ:
+        env["TRITON_F32_DEFAULT"] = "ieee"
+    return env
+
+
+def cuda_initialised() -> bool:
+    """Whether CUDA is initialised in this process: by torch, or the driver by anything.
+
+    Never initialises CUDA itself: torch is only asked if it is already imported, and the driver
+    library only if it is already loaded (``RTLD_NOLOAD``); ``cuDeviceGetCount`` answers
+    ``CUDA_ERROR_NOT_INITIALIZED`` (3) before ``cuInit``.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_initialized():
+                return True
+        except Exception:  # pragma: no cover - a torch without CUDA support
+            pass
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        driver = ctypes.CDLL("libcuda.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except OSError:
+        return False  # not loaded: nothing in this process has used the CUDA driver
+    count = ctypes.c_int(0)
+    try:
+        return int(driver.cuDeviceGetCount(ctypes.byref(count))) != 3
+    except AttributeError:  # pragma: no cover - not the CUDA driver
+        return False
+
+
+@contextlib.contextmanager
+def temporary_environ(env: Mapping[str, str]) -> Iterator[None]:
+    """Set ``env`` in ``os.environ`` for the block (the processes started in it inherit it), then
+    restore what was there."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

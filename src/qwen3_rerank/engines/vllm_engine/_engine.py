@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..._checkpoint import CAUSAL, read_architecture
+from ..._checkpoint import CAUSAL, max_position_embeddings, read_architecture
 from ..._exceptions import ConfigurationError, EngineError
 from ..._tokenizer import Qwen3Tokenizer
 from ..._types import EncodedPair, EngineOutput
@@ -17,7 +18,14 @@ from .._base import Engine, prefix_groups
 from ._adapter import get_adapter
 from ._registry import SharedEngine, VLLMStats, acquire, release
 
-__all__ = ["ORIGINAL_RERANKER_OVERRIDES", "VLLMEngine", "VLLMStats", "vllm_options"]
+__all__ = [
+    "ORIGINAL_RERANKER_OVERRIDES",
+    "VLLMEngine",
+    "VLLMStats",
+    "usable_max_model_len",
+    "vllm_max_model_len",
+    "vllm_options",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +91,25 @@ def vllm_options(
     return options
 
 
+def vllm_max_model_len(requested: int | None, model_limit: int | None, reserves_slot: bool) -> int | None:
+    """The ``max_model_len`` to start vLLM with, for a user's ``requested`` one (pure).
+
+    Where vLLM keeps a slot for a sampled token (``reserves_slot``, vLLM < 0.32) a request must
+    stay one token under vLLM's limit; asking vLLM for one more than requested keeps the user's
+    length, as long as that stays within the model's own limit (``max_position_embeddings``).
+    """
+    if reserves_slot and requested is not None and model_limit is not None and requested < model_limit:
+        return requested + 1
+    return requested
+
+
+def usable_max_model_len(vllm_len: int | None, reserves_slot: bool) -> int | None:
+    """The longest sequence the engine sends to a vLLM started with ``vllm_len`` (pure)."""
+    if vllm_len is None or not reserves_slot:
+        return vllm_len
+    return vllm_len - 1
+
+
 # -- the engine --------------------------------------------------------------------------------
 class VLLMEngine(Engine):
     """Score in-process with vLLM (pooling runner, token-id prompts, continuous batching).
@@ -92,8 +119,13 @@ class VLLMEngine(Engine):
             ``Qwen3ForCausalLM`` or its ``Qwen3ForSequenceClassification`` conversion.
         dtype: ``"auto"`` (the checkpoint's, bfloat16 for Qwen3-Reranker), ``"bfloat16"``,
             ``"float16"`` or ``"float32"``.
-        max_model_len: Longest sequence vLLM accepts (default: the model's, 40,960 for
-            Qwen3-Reranker). The reranker's ``max_length`` is lowered to it.
+        max_model_len: Longest sequence the engine scores (default: the model's, 40,960 for
+            Qwen3-Reranker); :attr:`max_model_len` reports it and the reranker's ``max_length``
+            is lowered to it. vLLM before 0.32 can never finish a pooling request of exactly its
+            own ``max_model_len`` tokens once the prefill is split over steps; on those versions
+            the engine starts vLLM one token longer when you ask for less than the model's own
+            limit (so you get what you asked for), and otherwise uses one token less than vLLM's
+            limit (``options["max_model_len"]`` is what vLLM got).
         gpu_memory_utilization: Share of device memory vLLM may take (default: vLLM's 0.92 on GPU
             and NPU; on CPU half of the memory free at start).
         tensor_parallel_size: GPUs/NPUs one model is split over.
@@ -109,6 +141,10 @@ class VLLMEngine(Engine):
             is bound by its per-request CPU work, not by the GPU; two instances do that work in
             two processes (measured in benchmarks/RESULTS.md). Pairs are routed in runs of one
             query to the least loaded instance. Start time and weight memory grow with it.
+        stall_timeout: Seconds a call may wait without any vLLM request finishing (of this call
+            or any other on the same vLLM) before it fails with :class:`~qwen3_rerank.EngineError`
+            naming the stuck requests, which are aborted. ``None`` waits forever. A busy engine
+            that keeps finishing requests is never stalled.
         **llm_kwargs: Any other ``vllm.LLM``/``vllm.AsyncEngineArgs`` keyword (``quantization``,
             ``max_num_seqs``, ``max_num_batched_tokens``, ``hf_overrides`` …). ``hf_overrides``
             keys you pass win over the automatic ones.
@@ -116,6 +152,19 @@ class VLLMEngine(Engine):
     Raises:
         ConfigurationError: the checkpoint is not a Qwen3-Reranker, or an option is unknown.
         MissingDependencyError: vLLM is not installed.
+
+    On CUDA:
+        * If CUDA is already initialised in this process (a :class:`TransformersEngine` on the
+          GPU, any torch CUDA call, even ``torch.cuda.is_available()``), vLLM's engine processes
+          are started with ``spawn`` (``VLLM_WORKER_MULTIPROC_METHOD=spawn`` while it starts;
+          logged at INFO), because a forked one fails with ``CUDA error: initialization
+          error``. Spawned processes re-import your main module: a script needs the
+          ``if __name__ == "__main__":`` guard (vLLM's CPU build always spawns). A value you set
+          yourself is kept.
+        * In ``dtype="float32"`` vLLM's Triton attention would run its float32 products in TF32
+          (scores off by up to 4e-5); the engine starts vLLM with ``TRITON_F32_DEFAULT=ieee``
+          (unless you set it) so float32 scores stay within 1e-5 of the model card's formula,
+          as on CPU.
 
     Example:
         >>> from qwen3_rerank import Reranker
@@ -139,6 +188,7 @@ class VLLMEngine(Engine):
         enforce_eager: bool = False,
         revision: str | None = None,
         replicas: int = 1,
+        stall_timeout: float | None = 300.0,
         **llm_kwargs: Any,
     ) -> None:
         if model is None:
@@ -154,15 +204,26 @@ class VLLMEngine(Engine):
         ):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if stall_timeout is not None and (
+            isinstance(stall_timeout, bool)
+            or not isinstance(stall_timeout, (int, float))
+            or not math.isfinite(stall_timeout)
+            or stall_timeout <= 0
+        ):
+            raise ValueError(f"stall_timeout must be a positive number of seconds or None, got {stall_timeout!r}")
+        #: Seconds a call may wait with no vLLM request finishing (``None``: forever).
+        self.stall_timeout: float | None = None if stall_timeout is None else float(stall_timeout)
         #: The model id or local path, as given.
         self.model_name: str = str(model)
         # Refuse a wrong checkpoint before paying for vLLM's start.
-        self.architecture, _ = read_architecture(model, revision=revision)
+        self.architecture, config = read_architecture(model, revision=revision)
+        adapter = get_adapter()
+        reserves = adapter.reserves_pooling_slot
         self.options = vllm_options(
             self.architecture,
-            get_adapter().device_type,
+            adapter.device_type,
             dtype=dtype,
-            max_model_len=max_model_len,
+            max_model_len=vllm_max_model_len(max_model_len, max_position_embeddings(config), reserves),
             gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=tensor_parallel_size,
             data_parallel_size=data_parallel_size,
@@ -177,7 +238,7 @@ class VLLMEngine(Engine):
         self._shared: SharedEngine | None = acquire(self.model_name, self.options, replicas)
         #: The longest sequence this engine scores (what :class:`~qwen3_rerank.Reranker` lowers
         #: its ``max_length`` to).
-        self.max_model_len: int | None = self._shared.max_model_len
+        self.max_model_len: int | None = usable_max_model_len(self._shared.max_model_len, reserves)
         #: The dtype vLLM runs the model in (``"bfloat16"``, ``"float32"`` …), read after start.
         self.dtype: str | None = self._shared.dtype or (None if dtype == "auto" else str(dtype))
 
@@ -233,7 +294,18 @@ class VLLMEngine(Engine):
         shared = self._live()
         # Query groups only matter for routing between instances: not computed for one.
         groups = list(prefix_groups(pairs).values()) if shared.replicas > 1 else None
-        return shared.submit([list(p.input_ids) for p in pairs], groups)
+        limit = self.max_model_len
+        if limit is not None:
+            for i, pair in enumerate(pairs):
+                if len(pair.input_ids) > limit:
+                    # Refused here: vLLM < 0.32 would take one of exactly its own limit and never
+                    # finish it.
+                    raise EngineError(
+                        f"sequence {i} has {len(pair.input_ids)} tokens, more than this engine's "
+                        f"max_model_len {limit}; truncate to at most {limit} (Reranker does, via "
+                        "max_length) or start the engine with a larger max_model_len"
+                    )
+        return shared.submit([list(p.input_ids) for p in pairs], groups, stall_timeout=self.stall_timeout)
 
     def close(self) -> None:
         """Release this engine; the last engine on a shared vLLM shuts it down. Idempotent."""

@@ -16,12 +16,13 @@ import logging
 import math
 import os
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..._exceptions import EngineError
-from ._adapter import VLLMAdapter, get_adapter
+from ._adapter import VLLMAdapter, get_adapter, temporary_environ
 
 __all__ = ["MIN_RUN", "SharedEngine", "VLLMStats", "acquire", "per_instance_options", "registry", "release"]
 
@@ -52,6 +53,19 @@ class VLLMStats:
     _calls_in_flight: int = field(default=0, repr=False)
 
 
+class _Call:
+    """One ``score``/``ascore`` call in flight on the private loop (for the stall watchdog)."""
+
+    __slots__ = ("error", "sequences", "stall_timeout", "submitted", "tasks")
+
+    def __init__(self, sequences: list[list[int]], stall_timeout: float | None, submitted: float) -> None:
+        self.sequences = sequences
+        self.stall_timeout = stall_timeout
+        self.submitted = submitted
+        self.tasks: list[asyncio.Future[float]] = []
+        self.error: EngineError | None = None
+
+
 class SharedEngine:
     """``replicas`` ``AsyncLLM`` instances on one private event loop thread, shared by reference count.
 
@@ -61,17 +75,32 @@ class SharedEngine:
     documents together), each run to the instance with the fewest tokens in flight.
     """
 
-    def __init__(self, key: str, model: str, options: dict[str, Any], replicas: int = 1) -> None:
+    def __init__(
+        self, key: str, model: str, options: dict[str, Any], replicas: int = 1, *, adapter: VLLMAdapter | None = None
+    ) -> None:
         self.key = key
         self.options = options  # as passed to vLLM, platform defaults included
         self.replicas = replicas
         self.refs = 0
         self.stats = VLLMStats(replica_requests=[0] * replicas)
-        self._adapter = get_adapter()
+        self._adapter = adapter or get_adapter()
         self._ids = itertools.count()
         self._load = [0] * replicas  # tokens in flight per instance
+        self._calls: set[_Call] = set()  # calls in flight (touched on the private loop only)
+        self._last_done = 0.0  # loop time of the last request that finished, any call's
+        self._watchdog: asyncio.Task[None] | None = None
         per_instance = per_instance_options(options, replicas, self._adapter)
         engine_args = self._adapter.engine_args(model, per_instance)  # option errors before any thread
+        env = self._adapter.start_environment(options)
+        if env:
+            logger.info(
+                "starting vLLM with %s%s",
+                " ".join(f"{k}={v}" for k, v in sorted(env.items())),
+                " (CUDA is already initialised in this process: forked engine processes would fail; "
+                "the main script needs an `if __name__ == \"__main__\":` guard)"
+                if "VLLM_WORKER_MULTIPROC_METHOD" in env
+                else "",
+            )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="qwen3-rerank-vllm", daemon=True)
         self._thread.start()
@@ -83,8 +112,10 @@ class SharedEngine:
 
         try:
             # One after the other: each instance profiles the free device memory when it starts.
-            for _ in range(replicas):
-                self.llms.append(asyncio.run_coroutine_threadsafe(start(), self._loop).result())
+            # The engine processes inherit the environment they are started with.
+            with temporary_environ(env):
+                for _ in range(replicas):
+                    self.llms.append(asyncio.run_coroutine_threadsafe(start(), self._loop).result())
         except Exception as exc:
             self.shutdown()
             raise EngineError(
@@ -95,6 +126,7 @@ class SharedEngine:
         except BaseException:
             self.shutdown()
             raise
+        #: vLLM's own max_model_len (the engine may use one token less: VLLMEngine.max_model_len).
         self.max_model_len = self._adapter.max_model_len(self.llms[0])
         self.dtype = self._adapter.dtype(self.llms[0])
         self._params = self._adapter.pooling_params()
@@ -112,8 +144,14 @@ class SharedEngine:
             # No clone of the params per request: vLLM's input processor copies them itself.
             async for out in self.llms[replica].encode(self._adapter.prompt(ids), self._params, request_id):
                 final = out
+        except asyncio.CancelledError:
+            raise  # aborted (by its caller or the stall watchdog): not progress
+        except BaseException:
+            self._last_done = self._loop.time()  # an error is an answer too
+            raise
         finally:
             self._load[replica] -= len(ids)
+        self._last_done = self._loop.time()
         if final is None:  # pragma: no cover - vLLM always yields the finished output
             raise EngineError(f"vLLM returned no output for request {request_id}")
         return self._adapter.logit(final)
@@ -145,7 +183,9 @@ class SharedEngine:
                     load[target] += len(sequences[i])
         return out
 
-    async def _many(self, sequences: list[list[int]], groups: Sequence[list[int]] | None) -> list[float]:
+    async def _many(
+        self, sequences: list[list[int]], groups: Sequence[list[int]] | None, stall_timeout: float | None
+    ) -> list[float]:
         stats = self.stats
         stats.calls += 1
         stats.requests += len(sequences)
@@ -156,28 +196,85 @@ class SharedEngine:
         targets = self._route(sequences, groups)
         for t in targets:
             stats.replica_requests[t] += 1
+        call = _Call(sequences, stall_timeout, self._loop.time())
+        self._calls.add(call)
         try:
             # All requests go into vLLM's scheduler(s) at once; it batches them (and those of every
             # other call in flight) under its token budget.
-            tasks = [asyncio.ensure_future(self._one(t, ids)) for t, ids in zip(targets, sequences)]
+            call.tasks = [asyncio.ensure_future(self._one(t, ids)) for t, ids in zip(targets, sequences)]
+            if stall_timeout is not None and (self._watchdog is None or self._watchdog.done()):
+                self._watchdog = asyncio.ensure_future(self._watch())
             try:
-                return list(await asyncio.gather(*tasks))
+                return list(await asyncio.gather(*call.tasks))
             except BaseException:
-                # One request failed (or the call was cancelled): abort the rest in vLLM too.
-                for task in tasks:
+                # One request failed, the call was cancelled, or the watchdog gave up on it:
+                # abort the rest in vLLM too.
+                for task in call.tasks:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(*call.tasks, return_exceptions=True)
+                if call.error is not None:
+                    raise call.error from None
                 raise
         finally:
+            self._calls.discard(call)
             stats.in_flight -= len(sequences)
             stats._calls_in_flight -= 1
 
+    async def _watch(self) -> None:
+        """The stall watchdog: fails the calls that saw no request finish for their ``stall_timeout``.
+
+        Progress is any request finishing, of any call: an engine busy with other calls is not
+        stuck. A call's clock starts when it is submitted (an engine idle for an hour is not stuck
+        either). Runs on the private loop while calls with a timeout are in flight.
+        """
+        while True:
+            timeouts = [c.stall_timeout for c in self._calls if c.stall_timeout is not None and c.error is None]
+            if not timeouts:
+                return
+            await asyncio.sleep(min(1.0, max(0.01, min(timeouts) / 10)))
+            now = self._loop.time()
+            for call in list(self._calls):
+                if call.stall_timeout is None or call.error is not None:
+                    continue
+                idle = now - max(self._last_done, call.submitted)
+                if idle >= call.stall_timeout:
+                    call.error = self._stall_error(call, idle)
+                    logger.error("%s", call.error)
+                    for task in call.tasks:
+                        task.cancel()  # vLLM aborts a request whose stream is cancelled
+
+    def _stall_error(self, call: _Call, idle: float) -> EngineError:
+        stuck = [len(ids) for ids, task in zip(call.sequences, call.tasks) if not task.done()]
+        lengths = ", ".join(f"{n} tokens x{k}" for n, k in Counter(stuck).most_common(5))
+        limit = self.max_model_len
+        at_limit = limit is not None and any(n >= limit for n in stuck)
+        if at_limit and self._adapter.reserves_pooling_slot:
+            cause = (
+                f"requests of exactly max_model_len tokens never finish on vLLM {self._adapter.version} "
+                "when their prefill is split over steps (its scheduler keeps one slot for a sampled "
+                "token; fixed in vLLM 0.32); score sequences at least one token shorter"
+            )
+        else:
+            cause = (
+                "the vLLM engine may be stuck or overloaded, or slower than stall_timeout allows; "
+                "check vLLM's log, or raise stall_timeout (None turns the watchdog off)"
+            )
+        return EngineError(
+            f"vLLM made no progress for {idle:.0f} s (stall_timeout={call.stall_timeout:g}): "
+            f"{len(stuck)} of this call's {len(call.sequences)} requests were still unfinished "
+            f"({lengths}; vLLM's max_model_len is {limit}) and were aborted. Likely cause: {cause}."
+        )
+
     def submit(
-        self, sequences: list[list[int]], groups: Sequence[list[int]] | None = None
+        self,
+        sequences: list[list[int]],
+        groups: Sequence[list[int]] | None = None,
+        *,
+        stall_timeout: float | None = None,
     ) -> concurrent.futures.Future[list[float]]:
         if not self._thread.is_alive():
             raise EngineError("this vLLM engine was closed; create a new VLLMEngine")
-        return asyncio.run_coroutine_threadsafe(self._many(sequences, groups), self._loop)
+        return asyncio.run_coroutine_threadsafe(self._many(sequences, groups, stall_timeout), self._loop)
 
     def shutdown(self) -> None:
         async def stop(llm: Any) -> None:
@@ -194,7 +291,16 @@ class SharedEngine:
             self._stop_loop()
 
     def _stop_loop(self) -> None:
+        async def stop_watchdog() -> None:
+            if self._watchdog is not None and not self._watchdog.done():
+                self._watchdog.cancel()
+                await asyncio.gather(self._watchdog, return_exceptions=True)
+
         if self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(stop_watchdog(), self._loop).result(timeout=10)
+            except Exception:  # pragma: no cover - best effort on shutdown
+                logger.debug("could not stop the stall watchdog", exc_info=True)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=30)
         if not self._thread.is_alive():
