@@ -181,7 +181,7 @@ class VLLMAdapter:
     @staticmethod
     def num_unfinished_requests(engine: Any) -> int:
         """Requests inside one ``AsyncLLM`` not finished yet (``AsyncLLM.get_num_unfinished_requests``
-        exists only from 0.27; its output processor has the count in 0.23 to 0.32)."""
+        exists from 0.29; its output processor has the count in 0.23 to 0.32)."""
         method = getattr(engine, "get_num_unfinished_requests", None)
         if method is not None:
             return int(method())
