@@ -35,6 +35,13 @@ def sequences(reranker, queries, docs_per_query, instruction=None):
     return [p.input_ids for p in reranker._plan(queries, docs_per_query, instruction).pairs]
 
 
+def unfinished(engine):
+    """Requests inside vLLM not finished yet (the adapter counts them on every vLLM version)."""
+    from qwen3_rerank.engines.vllm_engine._adapter import get_adapter
+
+    return get_adapter().num_unfinished_requests(engine.llm)
+
+
 def by_index(ranking):
     return [r for r in sorted(ranking, key=lambda r: r.index)]
 
@@ -59,13 +66,14 @@ def test_import_never_imports_vllm():
     ids=["other-architecture", "seq-cls-two-labels", "no-architecture"],
 )
 def test_unsupported_checkpoint_refused_before_vllm_starts(tmp_path, config):
-    from qwen3_rerank.engines import vllm_engine
+    from qwen3_rerank.engines.vllm_engine import VLLMEngine
+    from qwen3_rerank.engines.vllm_engine._registry import registry as _registry
 
     (tmp_path / "config.json").write_text(json.dumps(config))
-    before = dict(vllm_engine._registry)
+    before = dict(_registry)
     with pytest.raises(ConfigurationError, match="Qwen3"):
-        vllm_engine.VLLMEngine(tmp_path, **VLLM_CPU_OPTIONS)
-    assert vllm_engine._registry == before  # no engine was started or registered
+        VLLMEngine(tmp_path, **VLLM_CPU_OPTIONS)
+    assert _registry == before  # no engine was started or registered
 
 
 def test_bad_options_are_refused_before_vllm_starts(tiny_model):
@@ -80,9 +88,9 @@ def test_bad_options_are_refused_before_vllm_starts(tiny_model):
 
 
 def _router(replicas, load=None):
-    from qwen3_rerank.engines.vllm_engine import _SharedEngine
+    from qwen3_rerank.engines.vllm_engine._registry import SharedEngine
 
-    shared = _SharedEngine.__new__(_SharedEngine)  # routing only: no vLLM behind it
+    shared = SharedEngine.__new__(SharedEngine)  # routing only: no vLLM behind it
     shared.replicas = replicas
     shared._load = list(load or [0] * replicas)
     return shared
@@ -120,13 +128,14 @@ def test_replica_routing_keeps_query_runs_together_and_balances_tokens():
 
 
 def test_replicas_split_the_memory_share():
-    from qwen3_rerank.engines.vllm_engine import _get_adapter, _per_instance_options
+    from qwen3_rerank.engines.vllm_engine._adapter import get_adapter
+    from qwen3_rerank.engines.vllm_engine._registry import per_instance_options
 
-    adapter = _get_adapter()
-    assert _per_instance_options({"gpu_memory_utilization": 0.5}, 1, adapter) == {"gpu_memory_utilization": 0.5}
-    assert _per_instance_options({"gpu_memory_utilization": 0.5}, 2, adapter)["gpu_memory_utilization"] == 0.25
+    adapter = get_adapter()
+    assert per_instance_options({"gpu_memory_utilization": 0.5}, 1, adapter) == {"gpu_memory_utilization": 0.5}
+    assert per_instance_options({"gpu_memory_utilization": 0.5}, 2, adapter)["gpu_memory_utilization"] == 0.25
     default = adapter.AsyncEngineArgs.gpu_memory_utilization  # vLLM's own default, split
-    assert _per_instance_options({}, 2, adapter)["gpu_memory_utilization"] == round(default / 2, 4)
+    assert per_instance_options({}, 2, adapter)["gpu_memory_utilization"] == round(default / 2, 4)
 
 
 def test_options_per_checkpoint_kind_and_platform(monkeypatch):
@@ -148,12 +157,210 @@ def test_options_per_checkpoint_kind_and_platform(monkeypatch):
         vllm_options("Qwen3ForCausalLM", "cuda", llm_kwargs={"hf_overrides": "nope"})
 
 
+# -- the length rule, the start environment, the stall watchdog: no vLLM needed ------------------
+def test_max_model_len_keeps_the_users_length_where_vllm_reserves_a_slot():
+    from qwen3_rerank.engines.vllm_engine._engine import usable_max_model_len, vllm_max_model_len
+
+    # vLLM >= 0.32 (no slot kept): passed through, all of it usable.
+    assert vllm_max_model_len(2048, 40960, False) == 2048 and usable_max_model_len(2048, False) == 2048
+    assert vllm_max_model_len(None, 40960, False) is None
+    # vLLM < 0.32, below the model's limit: vLLM gets one more, the user gets what they asked for.
+    assert vllm_max_model_len(2048, 40960, True) == 2049 and usable_max_model_len(2049, True) == 2048
+    # At (or above) the model's limit, or with no limit known: vLLM gets it, one token less is used.
+    assert vllm_max_model_len(40960, 40960, True) == 40960 and usable_max_model_len(40960, True) == 40959
+    assert vllm_max_model_len(2048, None, True) == 2048
+    # The model's default length: one token less than vLLM's.
+    assert vllm_max_model_len(None, 40960, True) is None and usable_max_model_len(40960, True) == 40959
+    assert usable_max_model_len(None, True) is None
+
+
+def test_which_vllm_versions_reserve_the_slot():
+    from qwen3_rerank.engines.vllm_engine._adapter import VLLMAdapter, parse_version
+
+    adapter = VLLMAdapter.__new__(VLLMAdapter)  # the version rule only: no vLLM behind it
+    for version, reserves in [("0.23.0", True), ("0.26.0+cu130", True), ("0.31.0", True), ("0.32.0", False),
+                              ("0.33.1", False), ("1.0.0", False), ("unknown", True)]:  # fmt: skip
+        adapter.version = version
+        assert adapter.reserves_pooling_slot is reserves, version
+    assert parse_version("0.26.0+cu130") == (0, 26) and parse_version("dev") is None
+
+
+def test_start_environment_spawns_after_cuda_and_keeps_fp32_exact():
+    from qwen3_rerank.engines.vllm_engine._adapter import start_environment
+
+    def env(device="cuda", dtype="auto", cuda=False, environ=None):
+        return start_environment(device_type=device, dtype=dtype, cuda_initialised=cuda, environ=environ or {})
+
+    assert env() == {}
+    assert env(cuda=True) == {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
+    assert env(dtype="float32") == {"TRITON_F32_DEFAULT": "ieee"}
+    assert env(dtype="torch.float32", cuda=True) == {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", "TRITON_F32_DEFAULT": "ieee"}
+    assert env(dtype="bfloat16") == {}
+    # The user's own settings win; other platforms get nothing.
+    assert env(cuda=True, dtype="float32", environ={"VLLM_WORKER_MULTIPROC_METHOD": "fork", "TRITON_F32_DEFAULT": "tf32"}) == {}
+    assert env(device="cpu", cuda=True, dtype="float32") == {}
+    assert env(device="npu", dtype="float32") == {}
+
+
+def test_cuda_probe_does_not_initialise_cuda_and_environ_is_restored(monkeypatch):
+    import os
+
+    from qwen3_rerank.engines.vllm_engine._adapter import cuda_initialised, temporary_environ
+
+    assert cuda_initialised() is False  # no CUDA here: neither torch nor the driver is initialised
+    monkeypatch.setenv("TRITON_F32_DEFAULT", "tf32")
+    monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD", raising=False)
+    with temporary_environ({"TRITON_F32_DEFAULT": "ieee", "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}):
+        assert os.environ["TRITON_F32_DEFAULT"] == "ieee" and os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
+    assert os.environ["TRITON_F32_DEFAULT"] == "tf32" and "VLLM_WORKER_MULTIPROC_METHOD" not in os.environ
+
+
+class _FakeLLM:
+    """An ``AsyncLLM`` stand-in: a request of ``hang_at`` tokens or more never finishes (as on vLLM
+    < 0.32 at max_model_len); others finish after ``delay`` s, one at a time; ``fail_at`` raises."""
+
+    def __init__(self, hang_at=10**9, delay=0.0, fail_at=None, max_model_len=None):
+        self.hang_at, self.delay, self.fail_at = hang_at, delay, fail_at
+        self.aborted: list[str] = []
+        self.finished = 0
+        self.max_model_len = max_model_len or hang_at
+        self._lock = None
+
+    async def encode(self, ids, params, request_id):
+        import asyncio
+
+        self._lock = self._lock or asyncio.Lock()
+        try:
+            if len(ids) >= self.hang_at:
+                await asyncio.Event().wait()
+            if self.fail_at is not None and len(ids) == self.fail_at:
+                raise ValueError(f"bad request {request_id}")
+            async with self._lock:
+                await asyncio.sleep(self.delay)
+            self.finished += 1
+            yield float(len(ids))
+        except asyncio.CancelledError:
+            self.aborted.append(request_id)
+            raise
+
+
+class _FakeAdapter:
+    version = "0.26.0"
+    reserves_pooling_slot = True
+    device_type = "cpu"
+
+    def __init__(self, llm):
+        self.llm = llm
+
+    def engine_args(self, model, options):
+        return options
+
+    def start_environment(self, options):
+        return {}
+
+    def start(self, engine_args):
+        return self.llm
+
+    def prompt(self, ids):
+        return ids
+
+    def pooling_params(self):
+        return None
+
+    logit = staticmethod(float)
+
+    def max_model_len(self, llm):
+        return llm.max_model_len
+
+    def dtype(self, llm):
+        return "float32"
+
+    def shutdown(self, llm):
+        pass
+
+
+@pytest.fixture
+def fake_shared():
+    from qwen3_rerank.engines.vllm_engine._registry import SharedEngine
+
+    made = []
+
+    def make(**llm_options):
+        llm = _FakeLLM(**llm_options)
+        shared = SharedEngine("fake", "fake-model", {}, adapter=_FakeAdapter(llm))
+        made.append(shared)
+        return shared, llm
+
+    yield make
+    for shared in made:
+        shared.shutdown()
+
+
+def test_stalled_requests_fail_the_call_with_what_was_stuck_and_are_aborted(fake_shared):
+    shared, llm = fake_shared(hang_at=100)
+    assert (shared.max_model_len, shared.dtype) == (100, "float32")
+    future = shared.submit([[1] * 5, [1] * 100, [1] * 7, [1] * 100], stall_timeout=0.3)
+    with pytest.raises(EngineError) as info:
+        future.result(timeout=10)
+    message = str(info.value)
+    assert "no progress" in message and "2 of this call's 4 requests" in message
+    assert "100 tokens x2" in message and "max_model_len is 100" in message
+    assert "exactly max_model_len tokens" in message and "0.32" in message  # the likely cause
+    assert len(llm.aborted) == 2 and llm.finished == 2
+    assert shared.stats.in_flight == 0
+    # The engine still serves, and a fresh call gets a fresh clock.
+    assert shared.submit([[1] * 3], stall_timeout=0.3).result(timeout=10) == [3.0]
+
+
+def test_an_engine_that_keeps_finishing_requests_is_not_stalled(fake_shared):
+    shared, llm = fake_shared(hang_at=100, delay=0.05)
+    # 20 requests finishing one after the other take ~1 s, more than stall_timeout, but every
+    # 0.05 s something finishes; the other call's stuck request fails only once the engine is idle.
+    busy = shared.submit([[1] * (3 + i) for i in range(20)], stall_timeout=0.3)
+    stuck = shared.submit([[1] * 100], stall_timeout=0.3)
+    assert busy.result(timeout=10) == [float(3 + i) for i in range(20)]
+    assert not stuck.done()
+    with pytest.raises(EngineError, match="1 of this call's 1 requests"):
+        stuck.result(timeout=10)
+    assert len(llm.aborted) == 1
+
+
+def test_stall_timeout_none_waits_and_other_errors_stay_vllm_errors(fake_shared):
+    import time
+
+    shared, llm = fake_shared(hang_at=100, fail_at=9)
+    waiting = shared.submit([[1] * 100], stall_timeout=None)
+    time.sleep(0.5)
+    assert not waiting.done()  # no watchdog: it waits
+    waiting.cancel()
+    for _ in range(100):
+        if llm.aborted:
+            break
+        time.sleep(0.01)
+    assert len(llm.aborted) == 1  # cancelling the call aborted its request
+    with pytest.raises(ValueError, match="bad request"):
+        shared.submit([[1] * 9, [1] * 3], stall_timeout=0.3).result(timeout=10)
+    # Not at max_model_len: the message names the generic cause.
+    slow, _ = fake_shared(hang_at=50, max_model_len=1000)
+    with pytest.raises(EngineError, match="stuck or overloaded"):
+        slow.submit([[1] * 60], stall_timeout=0.2).result(timeout=10)
+
+
+def test_stall_timeout_is_validated(tiny_model):
+    from qwen3_rerank.engines.vllm_engine import VLLMEngine
+
+    for bad in (0, -1, float("nan"), True, "10"):
+        with pytest.raises(ValueError, match="stall_timeout"):
+            VLLMEngine(tiny_model, stall_timeout=bad)
+
+
 # -- real vLLM, causal (original) checkpoint ---------------------------------------------------
 @pytest.mark.vllm
-def test_original_checkpoint_gets_reranker_overrides(vllm_engine):
+def test_original_checkpoint_gets_reranker_overrides(vllm_engine, tiny_model):
     from qwen3_rerank.engines.vllm_engine import ORIGINAL_RERANKER_OVERRIDES
 
     assert vllm_engine.architecture == "Qwen3ForCausalLM"
+    assert (vllm_engine.model_name, vllm_engine.dtype) == (str(tiny_model), "float32")
     assert vllm_engine.options["hf_overrides"] == ORIGINAL_RERANKER_OVERRIDES
     # vLLM built the one-label classifier from the LM head.
     assert vllm_engine.llm.model_config.hf_config.num_labels == 1
@@ -281,7 +488,7 @@ async def test_concurrent_arerank_overlap_and_are_batched_by_vllm(vllm_engine, t
         while not done.is_set():
             ticks += 1
             during.append(stats.in_flight)
-            inside_vllm.append(vllm_engine.llm.get_num_unfinished_requests())  # vLLM's own count
+            inside_vllm.append(unfinished(vllm_engine))  # vLLM's own count
             await asyncio.sleep(0.002)
 
     docs_a = [f"alpha document {i} " * (1 + i % 9) for i in range(40)]
@@ -323,7 +530,8 @@ async def test_ascore_does_not_use_the_sync_path(vllm_engine):
 
 @pytest.mark.vllm
 def test_second_engine_with_same_options_shares_the_llm(vllm_engine, tiny_model):
-    from qwen3_rerank.engines.vllm_engine import VLLMEngine, _registry
+    from qwen3_rerank.engines.vllm_engine import VLLMEngine
+    from qwen3_rerank.engines.vllm_engine._registry import registry as _registry
 
     n = len(_registry)
     other = VLLMEngine(tiny_model, **VLLM_CPU_OPTIONS)  # instant: no second vLLM start
@@ -339,12 +547,20 @@ def test_second_engine_with_same_options_shares_the_llm(vllm_engine, tiny_model)
 def test_vllm_errors_become_engine_errors_and_the_engine_survives(vllm_engine):
     from qwen3_rerank import EncodedPair
 
-    too_long = EncodedPair(input_ids=[100] * (VLLM_CPU_OPTIONS["max_model_len"] + 10), query_length=1)
+    limit = vllm_engine.max_model_len
+    too_long = EncodedPair(input_ids=[100] * (limit + 1), query_length=1)
+    at_limit = EncodedPair(input_ids=[100] * limit, query_length=1)
     ok = EncodedPair(input_ids=[100, 101, 102], query_length=1)
+    out_of_vocab = EncodedPair(input_ids=[100, 101, 10**8], query_length=1)  # vLLM refuses it
     with pytest.raises(EngineError, match="vLLM failed"):
+        vllm_engine.score([ok, out_of_vocab])
+    with pytest.raises(EngineError, match="vLLM failed"):
+        asyncio.run(vllm_engine.ascore([out_of_vocab, ok]))  # the async path maps errors the same way
+    # Longer than the engine's limit: refused before vLLM sees it (vLLM < 0.32 would hang on one
+    # of exactly its own limit), naming the fix.
+    with pytest.raises(EngineError, match=f"sequence 1 has {limit + 1} tokens.*max_model_len {limit}"):
         vllm_engine.score([ok, too_long])
-    with pytest.raises(EngineError, match="vLLM failed"):
-        asyncio.run(vllm_engine.ascore([too_long, ok]))  # the async path maps errors the same way
+    assert len(vllm_engine.score([at_limit]).scores) == 1  # exactly the engine's limit finishes
     assert len(vllm_engine.score([ok]).scores) == 1
     assert vllm_engine.stats.in_flight == 0
 
@@ -355,26 +571,69 @@ async def test_cancelled_arerank_aborts_its_vllm_requests(vllm_engine):
     docs = [f"document {i} " * 30 for i in range(200)]
     task = asyncio.create_task(reranker.arerank("q", docs))
     for _ in range(500):  # wait until the requests are inside vLLM
-        if vllm_engine.llm.get_num_unfinished_requests() > 0:
+        if unfinished(vllm_engine) > 0:
             break
         await asyncio.sleep(0.002)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     for _ in range(500):
-        if vllm_engine.llm.get_num_unfinished_requests() == 0 and vllm_engine.stats.in_flight == 0:
+        if unfinished(vllm_engine) == 0 and vllm_engine.stats.in_flight == 0:
             break
         await asyncio.sleep(0.01)
-    assert vllm_engine.llm.get_num_unfinished_requests() == 0
+    assert unfinished(vllm_engine) == 0
     assert vllm_engine.stats.in_flight == 0
     assert len(await reranker.arerank("q", ["still works"])) == 1
+
+
+@pytest.mark.vllm
+def test_no_hang_at_max_model_len(tiny_model, transformers_engine):
+    """Truncated documents fill exactly the engine's max_model_len, prefills split over steps.
+
+    vLLM < 0.32 never finishes a pooling request of exactly *its* max_model_len tokens once chunked
+    prefill splits it (issue 11: seen on vLLM 0.26 / CUDA); the engine must keep every request one
+    token under vLLM's limit while still giving the user the length asked for. Any version passes.
+    """
+    from qwen3_rerank.engines.vllm_engine import VLLMEngine
+    from qwen3_rerank.engines.vllm_engine._adapter import get_adapter
+
+    options = {**VLLM_CPU_OPTIONS, "max_model_len": 1024}
+    # A step budget far below the sequence length: every prefill is split over several steps.
+    engine = VLLMEngine(tiny_model, max_num_batched_tokens=256, enable_chunked_prefill=True, stall_timeout=120, **options)
+    try:
+        shared = engine._shared
+        assert engine.max_model_len == 1024  # below the model's own limit: what the user asked for
+        reserves = get_adapter().reserves_pooling_slot
+        assert shared.max_model_len == (1025 if reserves else 1024)
+        reranker = Reranker(engine)
+        assert reranker.max_length == 1024
+        queries = ["first query", "second query about towers"]
+        docs = ["long document " * 800, "another long one, different words " * 300, "short one", "words " * 2000]
+        seqs = sequences(reranker, queries, [docs, docs])
+        assert sorted({len(s) for s in seqs})[-1] == 1024 and sum(len(s) == 1024 for s in seqs) == 6
+        got = reranker.rerank_many(queries, [docs, docs])  # hung forever before the fix
+        flat = [r.score for ranking in got for r in by_index(ranking)]
+        embedded = Reranker(transformers_engine, max_length=1024).rerank_many(queries, [docs, docs])
+        assert flat == pytest.approx([r.score for ranking in embedded for r in by_index(ranking)], abs=1e-4)
+        # vLLM's own limit sent straight to vLLM (the engine refuses it): on a version that keeps
+        # the slot it never finishes, and the stall watchdog ends the call and names the cause.
+        exact = [[100] * shared.max_model_len]
+        if reserves:
+            with pytest.raises(EngineError, match="exactly max_model_len"):
+                shared.submit(exact, stall_timeout=5).result(timeout=120)
+        else:
+            assert len(shared.submit(exact, stall_timeout=60).result(timeout=120)) == 1
+        assert engine.score(reranker._plan(["q"], [["d"]], None).pairs).scores  # still serving
+    finally:
+        engine.close()
 
 
 # -- real vLLM, converted (seq-cls) checkpoint; also the registry's last close ------------------
 @pytest.mark.vllm
 def test_seq_cls_checkpoint_parity_and_close_frees_the_engine(tiny_seq_cls_model, tiny_model, transformers_engine):
     psutil = pytest.importorskip("psutil")
-    from qwen3_rerank.engines.vllm_engine import VLLMEngine, _registry
+    from qwen3_rerank.engines.vllm_engine import VLLMEngine
+    from qwen3_rerank.engines.vllm_engine._registry import registry as _registry
 
     # No gpu_memory_utilization: the CPU default must start.
     options = {k: v for k, v in VLLM_CPU_OPTIONS.items() if k != "gpu_memory_utilization"}
@@ -422,7 +681,8 @@ def test_seq_cls_checkpoint_parity_and_close_frees_the_engine(tiny_seq_cls_model
 @pytest.mark.vllm
 def test_two_replicas_on_one_device_score_exactly_and_share_the_work(tiny_model):
     """``replicas=2``: two vLLM instances, one engine; same scores, both instances used."""
-    from qwen3_rerank.engines.vllm_engine import VLLMEngine, _registry
+    from qwen3_rerank.engines.vllm_engine import VLLMEngine
+    from qwen3_rerank.engines.vllm_engine._registry import registry as _registry
 
     engine = VLLMEngine(tiny_model, replicas=2, **VLLM_CPU_OPTIONS)
     shared = engine._shared

@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import os
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from .. import prompts
@@ -43,53 +41,13 @@ from .._devices import auto_device, auto_dtype, quiet_transformers
 from .._exceptions import ConfigurationError, missing_dependency
 from .._tokenizer import Qwen3Tokenizer
 from .._types import EncodedPair, EngineOutput
+from .._checkpoint import CAUSAL, SEQ_CLS, read_architecture
 from ._base import Engine, prefix_groups
 
-__all__ = ["TransformersEngine", "read_architecture"]
+# CAUSAL, SEQ_CLS and read_architecture are re-exported for older imports (they live in _checkpoint).
+__all__ = ["CAUSAL", "SEQ_CLS", "TransformersEngine", "read_architecture"]
 
 logger = logging.getLogger(__name__)
-
-CAUSAL = "Qwen3ForCausalLM"
-SEQ_CLS = "Qwen3ForSequenceClassification"
-
-
-def read_architecture(model: str | os.PathLike[str], *, revision: str | None = None) -> tuple[str, dict[str, Any]]:
-    """Read ``config.json`` (local directory or hub) and return (architecture, config dict).
-
-    Raises:
-        ConfigurationError: the checkpoint is not a Qwen3 reranker in either supported form.
-    """
-    path = Path(model)
-    if path.is_dir():
-        file = path / "config.json"
-        if not file.is_file():
-            raise ConfigurationError(f"{str(path)!r} has no config.json; is it a model directory?")
-    else:
-        try:
-            from huggingface_hub import hf_hub_download
-
-            file = Path(hf_hub_download(str(model), "config.json", revision=revision))
-        except Exception as exc:
-            raise ConfigurationError(
-                f"could not read the config of {str(model)!r}: {exc}. Pass a local directory or "
-                "check the model id and your network/HF_TOKEN."
-            ) from exc
-    config = json.loads(file.read_text())
-    archs = config.get("architectures") or []
-    arch = archs[0] if archs else ""
-    if arch == SEQ_CLS and config.get("num_labels", len(config.get("id2label", {})) or 1) != 1:
-        raise ConfigurationError(
-            f"{str(model)!r} is a Qwen3ForSequenceClassification with more than one label; a "
-            "converted Qwen3-Reranker has exactly one (the W_yes - W_no row)."
-        )
-    if arch not in (CAUSAL, SEQ_CLS):
-        raise ConfigurationError(
-            f"{str(model)!r} has architecture {arch or 'unknown'!r}; expected a Qwen3-Reranker "
-            f"checkpoint: the original {CAUSAL} (e.g. Qwen/Qwen3-Reranker-0.6B) or its {SEQ_CLS} "
-            "conversion."
-        )
-    return arch, config
-
 
 class TransformersEngine(Engine):
     """Score in-process with PyTorch and transformers.
