@@ -104,7 +104,7 @@ def _cuda_available() -> bool:
         import torch
     except ImportError:
         return False
-    return bool(torch.cuda.is_available())
+    return torch.cuda.device_count() > 0  # NVML: does not initialise CUDA in this process
 
 
 # The GPU test tier (tools/gpu/tier.sh) runs the README's GPU blocks too, on the tiny model and with
