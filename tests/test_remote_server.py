@@ -306,7 +306,7 @@ def test_401_without_retry_on_a_server_with_api_key(
     with pytest.raises(AuthenticationError, match="QWEN3_RERANK_API_KEY") as info:
         Reranker(engine, max_length=512).rerank(QUERY, DOCS)
     assert info.value.status_code == 401
-    assert transport.seen == [("/v1/rerank", int(guarded_server.base_url.rsplit(":", 1)[1]))]  # one request: no retry
+    assert transport.seen == [("/rerank", int(guarded_server.base_url.rsplit(":", 1)[1]))]  # one request: no retry
     # the key from the environment is accepted (and then the guard below has its say)
     monkeypatch.setenv("QWEN3_RERANK_API_KEY", KEY)
     keyed = RemoteEngine(guarded_server.base_url, model=str(tiny_model), api="rerank", max_model_len=2048)
