@@ -215,7 +215,7 @@ def parse_float(value: Any) -> float | None:
     try:
         return float(value)
     except OverflowError:  # a 400-digit integer
-        return math.copysign(math.inf, value)
+        return math.inf if value > 0 else -math.inf
 
 
 def parse_response(api: str, payload: Any, n: int, url: str) -> Parsed:
