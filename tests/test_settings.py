@@ -238,7 +238,7 @@ def test_build_engine_remote_from_the_environment_contacts_nothing(monkeypatch):
     try:
         assert engine.base_urls == ("http://10.0.0.5:8000",)
         assert engine.model == "org/served"
-        assert engine._api_key.get() == "sk-env"
+        assert engine._requester.headers().get("Authorization") == "Bearer sk-env"
         assert "sk-env" not in repr(engine)
     finally:
         engine.close()

@@ -1,0 +1,441 @@
+"""RemoteEngine at its edges (issue 13, "trust at the edges"): deadlines, answer sizes, secrets,
+``Retry-After``, odd base URLs, malformed answers, misleading diagnoses, event loops, single-flight
+probes, and a server that serves the reranker as an embedding model.
+
+MockTransport where the behaviour is HTTP-level; raw sockets on 127.0.0.1 where it is socket-level
+(a server dripping its headers or body a byte at a time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from qwen3_rerank import (
+    ConfigurationError,
+    EngineError,
+    InvalidScoreError,
+    Qwen3Tokenizer,
+    RemoteError,
+    RemoteTimeoutError,
+    Reranker,
+)
+from qwen3_rerank.engines.remote import MAX_RETRY_AFTER, RemoteEngine, parse_retry_after, redact_url
+from qwen3_rerank.engines.remote._protocol import parse_response
+from qwen3_rerank.engines.remote._transport import join_url
+from tests.test_remote_unit import DOCS, FakeVLLM, by_index, engine_for, expected, resolved
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model: Path) -> Qwen3Tokenizer:
+    return Qwen3Tokenizer.from_pretrained(tiny_model)
+
+
+def pairs_for(tok: Qwen3Tokenizer, docs: list[str]) -> Any:
+    from qwen3_rerank import PairEncoder
+
+    enc = PairEncoder(tok)
+    return enc.build(enc.encode_queries(["q"], None)[0], enc.encode_documents(docs), max_length=512)[0]
+
+
+# -- 1. the deadline bounds the whole call, body included ---------------------------------------
+class Dripping:
+    """A raw HTTP server on 127.0.0.1 that answers a byte at a time, forever."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode  # "body": chunked body dripping; "headers": header lines dripping
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            if self.mode == "body":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+                conn.sendall(b"1\r\n{\r\n")
+                while not self.stop.wait(0.3):
+                    conn.sendall(b"1\r\n \r\n")
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not self.stop.wait(0.3):
+                    conn.sendall(b"X-Slow: a\r\n")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(2)
+        self.sock.close()
+
+
+@pytest.fixture(params=["body", "headers"])
+def dripping(request: pytest.FixtureRequest) -> Iterator[Dripping]:
+    server = Dripping(request.param)
+    yield server
+    server.close()
+
+
+def test_a_dripping_server_cannot_outlast_total_timeout(tok: Qwen3Tokenizer, dripping: Dripping) -> None:
+    engine = RemoteEngine(dripping.url, tokenizer=tok, api="classify", max_model_len=512, total_timeout=1.5)
+    engine._resolved = ("classify", "/classify")
+    start = time.monotonic()
+    with pytest.raises(RemoteTimeoutError):
+        engine.score(pairs_for(tok, ["a"]))
+    assert time.monotonic() - start < 3.0
+    engine.close()
+
+
+async def test_a_dripping_server_cannot_outlast_total_timeout_async(tok: Qwen3Tokenizer, dripping: Dripping) -> None:
+    engine = RemoteEngine(dripping.url, tokenizer=tok, api="classify", max_model_len=512, total_timeout=1.5)
+    start = time.monotonic()
+    with pytest.raises(RemoteTimeoutError):
+        await engine.ascore(pairs_for(tok, ["a"]))  # the probe drips too
+    assert time.monotonic() - start < 3.0
+    await engine.aclose()
+
+
+def test_discovery_and_server_tokenizer_are_bounded_too(dripping: Dripping) -> None:
+    engine = RemoteEngine(dripping.url, tokenizer="server", total_timeout=1.0)
+    start = time.monotonic()
+    assert engine.max_model_len is None  # /v1/models timed out: unknown, with a warning
+    with pytest.raises(RemoteTimeoutError):
+        _ = engine.tokenizer  # /tokenize
+    assert time.monotonic() - start < 4.0
+    engine.close()
+
+
+def test_a_slow_body_through_any_transport_is_cut_at_the_deadline(tok: Qwen3Tokenizer) -> None:
+    def drip() -> Iterator[bytes]:
+        yield b"{"
+        while True:
+            time.sleep(0.2)
+            yield b" "
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=drip()))
+    engine = RemoteEngine(
+        "http://a", tokenizer=tok, api="classify", max_model_len=512, total_timeout=1.0, transport=transport
+    )
+    engine._resolved = ("classify", "/classify")
+    start = time.monotonic()
+    with pytest.raises(RemoteTimeoutError, match="whole answer"):
+        engine.score(pairs_for(tok, ["a"]))
+    assert time.monotonic() - start < 2.0
+
+
+# -- 2. answers are read up to a size derived from the request --------------------------------
+def test_a_huge_answer_is_not_read_whole(tok: Qwen3Tokenizer) -> None:
+    sent = [0]
+
+    def huge() -> Iterator[bytes]:
+        block = b" " * (1 << 20)
+        for _ in range(300):  # 300 MB if read whole
+            sent[0] += len(block)
+            yield block
+
+    server = FakeVLLM(tok)
+    server.script = [lambda request: httpx.Response(200, content=huge())]
+    engine = resolved(server, tok)
+    with pytest.raises(RemoteError, match="too large") as info:
+        engine.score(pairs_for(tok, ["a"]))
+    assert sent[0] <= 4 << 20 and not isinstance(info.value, RemoteTimeoutError)
+    assert len(server.requests) == 1  # not retried
+
+
+def test_a_declared_huge_answer_is_refused_unread(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    server.script = [httpx.Response(200, headers={"Content-Length": str(300 << 20)}, content=b"")]
+    with pytest.raises(RemoteError, match="too large"):
+        resolved(server, tok).score(pairs_for(tok, ["a"]))
+
+
+# -- 3. secrets --------------------------------------------------------------------------------
+def test_an_api_key_read_from_a_file_is_stripped(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    engine = resolved(server, tok, api_key="  k3y-from-file\n")
+    engine.score(pairs_for(tok, ["a"]))
+    assert server.requests[-1].headers["authorization"] == "Bearer k3y-from-file"
+
+
+@pytest.mark.parametrize("key", ["ab\ncd-secret", "ab\x00cd-secret", "sécret-key"])
+def test_a_key_no_header_can_carry_is_refused_without_showing_it(key: str) -> None:
+    with pytest.raises(ConfigurationError, match="API key") as info:
+        RemoteEngine("http://a", api_key=key)
+    assert "secret" not in str(info.value) and "cret" not in str(info.value)
+
+
+def test_no_secret_in_repr_errors_urls_or_logs(tok: Qwen3Tokenizer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = FakeVLLM(tok)
+    server.script = [httpx.Response(503, text="busy"), httpx.Response(400, text="bad")]
+    engine = resolved(server, tok, urls="http://me:pa55word@gw:1/x?token=t0ken-value", api_key="api-k3y")
+    with pytest.raises(RemoteError) as info:
+        engine.score(pairs_for(tok, ["a"]))
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("qwen3_rerank"))
+    shown = {"error": str(info.value), "url": info.value.url or "", "repr": repr(engine), "logs": ours}
+    for secret in ("pa55word", "t0ken-value", "api-k3y"):
+        assert [k for k, v in shown.items() if secret in v] == [], secret
+    assert info.value.url == "http://me:***@gw:1/x/classify?token=***"
+    assert redact_url("http://gw/?a=1&b") == "http://gw/?a=***&***"
+
+
+def test_local_protocol_errors_are_not_retried_and_hide_secrets(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    server.script = [httpx.LocalProtocolError("Illegal header value b'Bearer api-k3y'")] * 5
+    engine = resolved(server, tok, urls=["http://a:1", "http://b:2"], api_key="api-k3y")
+    with pytest.raises(RemoteError, match="not retried") as info:
+        engine.score(pairs_for(tok, ["a"]))
+    assert "api-k3y" not in str(info.value) and info.value.__cause__ is None
+    assert len(server.requests) == 1 and not engine._requester._health.down_until
+
+
+def test_tls_certificate_failures_are_not_retried(tok: Qwen3Tokenizer) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        server.requests.append(request)
+        try:
+            raise ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+        except ssl.SSLError as exc:
+            raise httpx.ConnectError(str(exc)) from exc
+
+    server = FakeVLLM(tok)
+    engine = RemoteEngine(
+        "https://a", tokenizer=tok, api="classify", max_model_len=512, transport=httpx.MockTransport(refuse)
+    )
+    engine._resolved = ("classify", "/classify")
+    with pytest.raises(RemoteError, match="TLS certificate"):
+        engine.score(pairs_for(tok, ["a"]))
+    assert len(server.requests) == 1
+
+
+# -- 4. Retry-After is capped --------------------------------------------------------------------
+def test_retry_after_is_capped() -> None:
+    assert parse_retry_after("100000") == MAX_RETRY_AFTER == 30.0
+    assert parse_retry_after("Wed, 21 Oct 2099 07:28:10 GMT") == MAX_RETRY_AFTER
+    assert parse_retry_after("nan") is None and parse_retry_after("-5") == 0.0
+
+
+def test_a_busy_replica_comes_back(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    server.script = [httpx.Response(503, headers={"Retry-After": "100000"}, text="busy")]
+    engine = resolved(server, tok, urls=["http://a:1", "http://b:2"], max_concurrency=1)
+    engine.score(pairs_for(tok, ["a"]))
+    (until,) = engine._requester._health.down_until.values()
+    assert until - time.monotonic() <= MAX_RETRY_AFTER
+
+
+# -- 5. a base URL with a query string -----------------------------------------------------------
+def test_a_base_url_with_a_query_keeps_it_on_every_request(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    engine = RemoteEngine("http://gw/v1/?token=abc", tokenizer=tok, transport=httpx.MockTransport(server), backoff=0.01)
+    assert engine.max_model_len == 1024
+    assert by_index(Reranker(engine).rerank("q", DOCS[:2])) == pytest.approx(expected(tok, "q", DOCS[:2]))
+    assert {(r.url.path, r.url.query) for r in server.requests} == {
+        ("/v1/models", b"token=abc"),
+        ("/classify", b"token=abc"),
+    }
+    assert join_url("http://gw/prefix?token=abc", "/classify") == "http://gw/prefix/classify?token=abc"
+
+
+# -- 6. malformed answers are typed errors -------------------------------------------------------
+@pytest.mark.parametrize(
+    "body, error",
+    [
+        (b'{"data": [{"index": 0, "probs": [' + b"9" * 400 + b"]}]}", InvalidScoreError),
+        (b"[" * 100_000 + b"]" * 100_000, RemoteError),
+        (b'{"data": [{"index": true, "probs": [0.5]}]}', RemoteError),
+        (b'{"data": [{"index": 0, "probs": [0.5]}], "usage": {"prompt_tokens": 1e999}}', None),
+    ],
+)
+def test_malformed_answers_are_typed_errors(tok: Qwen3Tokenizer, body: bytes, error: Any) -> None:
+    server = FakeVLLM(tok)
+    server.script = [httpx.Response(200, content=body)]
+    engine = resolved(server, tok)
+    if error is None:
+        assert len(engine.score(pairs_for(tok, ["a"])).logits) == 1
+    else:
+        with pytest.raises(error):
+            engine.score(pairs_for(tok, ["a"]))
+
+
+def test_a_redirect_is_reported_with_its_location_not_followed(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    server.script = [
+        httpx.Response(307, headers={"Location": "http://elsewhere/classify?sig=s3cret"}, json={"data": []})
+    ]
+    with pytest.raises(RemoteError, match=r"redirect to http://elsewhere/classify\?sig=\*\*\*") as info:
+        resolved(server, tok).score(pairs_for(tok, ["a"]))
+    assert info.value.status_code == 307 and "s3cret" not in str(info.value) and len(server.requests) == 1
+
+
+def test_a_missing_token_count_is_warned_about_once(tok: Qwen3Tokenizer, caplog: pytest.LogCaptureFixture) -> None:
+    server = FakeVLLM(tok)
+    answer = {"data": [{"index": 0, "probs": [0.5]}], "usage": {"prompt_tokens": "many"}}
+    server.script = [
+        httpx.Response(200, json=answer),
+        httpx.Response(200, json={"data": [{"index": 0, "probs": [0.5]}]}),
+    ]
+    engine = resolved(server, tok)
+    with caplog.at_level(logging.WARNING):
+        engine.score(pairs_for(tok, ["a"]))
+        engine.score(pairs_for(tok, ["a"]))
+    assert caplog.text.count("template check could not run") == 1
+
+
+def test_parse_refuses_bool_index_and_overflow() -> None:
+    with pytest.raises(RemoteError, match="integer 'index'"):
+        parse_response("score", {"data": [{"index": False, "score": 0.5}]}, 1, "u")
+    with pytest.raises(InvalidScoreError, match="non-finite"):
+        parse_response("score", {"data": [{"index": 0, "score": 10**400}]}, 1, "u")
+
+
+# -- 7. diagnoses that name the real problem ------------------------------------------------------
+def test_a_model_name_mismatch_names_the_served_models(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+
+    def vllm_404(request: httpx.Request) -> httpx.Response:
+        model = json.loads(request.content).get("model")
+        return httpx.Response(404, json={"error": {"message": f"The model `{model}` does not exist.", "code": 404}})
+
+    server.script = [vllm_404]
+    engine = engine_for(server, tok, served_model_name="wrong-name")
+    with pytest.raises(RemoteError, match=r"does not serve the model 'wrong-name'.*\['served'\]") as info:
+        engine.score(pairs_for(tok, ["a"]))
+    assert "none of the reranking endpoints" not in str(info.value)
+
+
+# -- 8. one AsyncClient per event loop, closed with it -------------------------------------------
+def test_asyncio_run_per_call_leaves_no_client_open(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    engine = resolved(server, tok)
+    reranker = Reranker(engine)
+    clients = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            asyncio.run(reranker.arerank("q", ["a"]))
+            clients.append(engine._requester._async_client)
+        gc.collect()
+    assert len({id(c) for c in clients}) == 3 and all(c.is_closed for c in clients)
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    engine.close()
+
+
+def test_close_releases_the_async_client_of_a_loop_that_is_not_running(tok: Qwen3Tokenizer) -> None:
+    engine = resolved(FakeVLLM(tok), tok)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(engine.ascore(pairs_for(tok, ["a"])))
+        client = engine._requester._async_client
+        engine.close()
+        assert client.is_closed
+    finally:
+        loop.close()
+
+
+# -- 9. one probe however many calls start together ----------------------------------------------
+async def test_concurrent_first_calls_probe_once(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    engine = engine_for(server, tok)
+    reranker = Reranker(engine)
+    await asyncio.gather(*(reranker.arerank("q", [f"d{i}"]) for i in range(100)))
+    assert len(server.bodies("/classify")) == 101  # one probe + 100 calls
+    await engine.aclose()
+
+
+def test_concurrent_first_calls_probe_once_sync(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    engine = engine_for(server, tok)
+    threads = [threading.Thread(target=engine.score, args=(pairs_for(tok, [f"d{i}"]),)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(server.bodies("/classify")) == 21
+
+
+# -- 11. a reranker served as an embedding model --------------------------------------------------
+class EmbeddingServed(FakeVLLM):
+    """``vllm serve`` without the reranker's --hf-overrides: no /classify, /score gives cosine."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path in ("/v1/embeddings", "/pooling"):
+            self.requests.append(request)
+            return httpx.Response(
+                200, json={"data": [{"index": 0, "embedding": [0.1] * 64}], "usage": {"prompt_tokens": 1}}
+            )
+        if path in ("/score", "/v1/score", "/rerank", "/v1/rerank"):
+            self.requests.append(request)
+            body = json.loads(request.content)
+            docs = body.get("text_2") or body.get("documents")
+            key, name = ("data", "score") if "score" in path else ("results", "relevance_score")
+            return httpx.Response(
+                200, json={key: [{"index": i, name: 0.93} for i in range(len(docs))], "usage": {"prompt_tokens": 3}}
+            )
+        return super().__call__(request)
+
+
+@pytest.mark.parametrize("api", ["auto", "score", "rerank"])
+def test_a_reranker_served_as_an_embedding_model_is_refused(tok: Qwen3Tokenizer, api: str) -> None:
+    server = EmbeddingServed(tok, endpoints=())
+    engine = engine_for(server, tok, api=api, verify_template=False)
+    with pytest.raises(ConfigurationError, match="embedding model.*--hf-overrides.*is_original_qwen3_reranker"):
+        engine.score(pairs_for(tok, ["a"]))
+    assert engine.resolved_api is None
+
+
+# -- construction and the closed engine -----------------------------------------------------------
+def test_construction_contacts_no_server(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    engine = RemoteEngine("http://a", transport=httpx.MockTransport(server))
+    assert (engine.model_name, engine.dtype, engine.name) == ("", None, "remote")
+    assert RemoteEngine("http://a", model="m", served_model_name="s").model_name == "s"
+    assert server.requests == []
+
+
+async def test_a_closed_engine_refuses_calls(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    engine = resolved(server, tok)
+    engine.score(pairs_for(tok, ["a"]))
+    engine.close()
+    engine.close()  # idempotent
+    with pytest.raises(EngineError, match="closed"):
+        engine.score(pairs_for(tok, ["a"]))
+    with pytest.raises(EngineError, match="closed"):
+        await engine.ascore(pairs_for(tok, ["a"]))
+    assert len(server.requests) == 1
