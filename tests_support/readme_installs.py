@@ -49,7 +49,8 @@ def _installed_names(block: str) -> set[str] | None:
     for line in block.splitlines():
         words = shlex.split(line.split("#")[0]) if "pip install" in line else []
         if words:
-            return {_canonical(Requirement(w).name) for w in words[words.index("install") + 1 :] if not w.startswith("-")}
+            names = words[words.index("install") + 1 :]
+            return {_canonical(Requirement(w).name) for w in names if not w.startswith("-")}
     return None
 
 
@@ -87,5 +88,6 @@ def missing_installs(readme: Path, pyproject: Path, own_module: str) -> list[str
             else:
                 dists = {_canonical(d) for d in providers.get(module.split(".")[0], [])}
             if not dists & closure:
-                problems.append(f"{module} (from {sorted(dists) or 'nothing installed'}) is not installed by {sorted(installed)}")
+                source = sorted(dists) or "nothing installed"
+                problems.append(f"{module} (from {source}) is not installed by {sorted(installed)}")
     return problems

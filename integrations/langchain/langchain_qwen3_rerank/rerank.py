@@ -105,7 +105,9 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
                 "configure the engine when you build the Reranker"
             )
         if self.base_url is not None and self.engine != "remote":
-            raise ValueError(f"base_url is only used by engine='remote', got engine={self.engine!r}; set engine='remote'")
+            raise ValueError(
+                f"base_url is only used by engine='remote', got engine={self.engine!r}; set engine='remote'"
+            )
         if self.reranker is None:
             # Unknown engine options, a missing or scheme-less base URL: refused now, not at the first call.
             qwen3_settings.reranker_kwargs(self.engine, model=self.model, base_url=self.base_url, **self.engine_options)
@@ -119,7 +121,8 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
             return self.reranker
         with self._lock:
             if self._built is None:
-                api_key = self.api_key.get_secret_value() if self.api_key is not None and self.engine == "remote" else None
+                key = self.api_key if self.engine == "remote" else None
+                api_key = key.get_secret_value() if key is not None else None
                 logger.info("building a %s reranker", self.engine)
                 self._built = qwen3_settings.build_reranker(
                     self.engine, model=self.model, base_url=self.base_url, api_key=api_key, **self.engine_options
@@ -143,8 +146,9 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
 
     # -- Cohere-style ranking -----------------------------------------------------------------
     def rerank(
-        self, documents: Sequence[str | Document | dict], query: str, *, top_n: int | None = DEFAULT, instruction: str | None = None
-    ) -> list[dict[str, Any]]:
+        self, documents: Sequence[str | Document | dict], query: str, *,
+        top_n: int | None = DEFAULT, instruction: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
         """Rank ``documents`` for ``query``, as ``CohereRerank.rerank`` does.
 
         Args:
@@ -161,10 +165,12 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
         return [{"index": r.index, "relevance_score": r.score} for r in ranking]
 
     async def arerank(
-        self, documents: Sequence[str | Document | dict], query: str, *, top_n: int | None = DEFAULT, instruction: str | None = None
-    ) -> list[dict[str, Any]]:
+        self, documents: Sequence[str | Document | dict], query: str, *,
+        top_n: int | None = DEFAULT, instruction: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
         """Asynchronous :meth:`rerank` through the engine's async path."""
-        ranking = await self._arank(h.as_documents(documents, allow_text=True), h.check_query(query), top_n, instruction)
+        docs = h.as_documents(documents, allow_text=True)
+        ranking = await self._arank(docs, h.check_query(query), top_n, instruction)
         return [{"index": r.index, "relevance_score": r.score} for r in ranking]
 
     def _rank(self, docs: list[Document], query: str, top_n: Any, instruction: str | None) -> Ranking:
@@ -264,7 +270,17 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
     async def _abatch(self, inputs: list[Any], configs: list[RunnableConfig]) -> list[Any]:
         batch = h.Batch.parse(inputs, top_n=self.top_n, instruction=self.instruction)
         for instruction, requests in batch.calls.items():
-            rankings = await self.client.arerank_many(*h.call_args(requests), **self._options(h.most(requests), instruction))
+            options = self._options(h.most(requests), instruction)
+            rankings = await self.client.arerank_many(*h.call_args(requests), **options)
             for r, ranking in zip(requests, rankings):
                 batch.outputs[r.slot] = await self._afinish(r.docs, h.first(ranking, r.top_n), configs[r.slot])
         return batch.outputs
+
+
+def __getattr__(name: str) -> Any:
+    # `from langchain_qwen3_rerank.rerank import Qwen3Reranker` keeps working, with the package's warning.
+    if name == "Qwen3Reranker":
+        from . import __getattr__ as package_getattr
+
+        return package_getattr(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

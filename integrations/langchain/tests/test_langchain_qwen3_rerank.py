@@ -70,6 +70,9 @@ def test_old_class_name_is_a_deprecated_alias() -> None:
     with pytest.warns(DeprecationWarning, match="Qwen3Reranker is deprecated: import Qwen3Rerank"):
         from langchain_qwen3_rerank import Qwen3Reranker
     assert Qwen3Reranker is Qwen3Rerank
+    with pytest.warns(DeprecationWarning, match="Qwen3Reranker is deprecated"):
+        from langchain_qwen3_rerank.rerank import Qwen3Reranker as from_module
+    assert from_module is Qwen3Rerank
     with pytest.raises(AttributeError):
         langchain_qwen3_rerank.Qwen3Rerankr  # noqa: B018
 

@@ -64,7 +64,9 @@ def node_text(node: BaseNode, mode: MetadataMode) -> str:
     return f"{content}\n\n{metadata}" if metadata else content
 
 
-def scored_copy(scored: NodeWithScore, result: RerankResult, *, keep_retrieval_score: bool, windows: bool) -> NodeWithScore:
+def scored_copy(
+    scored: NodeWithScore, result: RerankResult, *, keep_retrieval_score: bool, windows: bool
+) -> NodeWithScore:
     """A new ``NodeWithScore`` on a copy of the node, with the rerank details in its metadata.
 
     The copy, its metadata dict and its exclusion lists are new (shallow copies): metadata values

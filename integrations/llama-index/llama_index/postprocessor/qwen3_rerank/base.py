@@ -116,7 +116,9 @@ class Qwen3Rerank(BaseNodePostprocessor):
     @model_validator(mode="after")
     def _check_engine_settings(self) -> Qwen3Rerank:
         if self.base_url is not None and self.engine != "remote":
-            raise ValueError(f"base_url is only used by engine='remote', got engine={self.engine!r}; set engine='remote'")
+            raise ValueError(
+                f"base_url is only used by engine='remote', got engine={self.engine!r}; set engine='remote'"
+            )
         # Unknown engine options, a missing or scheme-less base URL: refused now, not at the first call.
         qwen3_settings.reranker_kwargs(self.engine, model=self.model, base_url=self.base_url, **self.engine_options)
         return self
@@ -131,7 +133,8 @@ class Qwen3Rerank(BaseNodePostprocessor):
         """The :class:`qwen3_rerank.Reranker` in use (built on first use from the settings)."""
         with self._lock:
             if self._reranker is None:
-                api_key = self.api_key.get_secret_value() if self.api_key is not None and self.engine == "remote" else None
+                key = self.api_key if self.engine == "remote" else None
+                api_key = key.get_secret_value() if key is not None else None
                 logger.info("building a %s reranker", self.engine)
                 self._reranker = qwen3_settings.build_reranker(
                     self.engine, model=self.model, base_url=self.base_url, api_key=api_key, **self.engine_options
@@ -224,7 +227,9 @@ class Qwen3Rerank(BaseNodePostprocessor):
             return self._finish(nodes, ranking[:top_n], ranking.stats, event)
 
     # -- shared sync/async steps --------------------------------------------------------------
-    def _call(self, query_bundle: QueryBundle | None, top_n: Any, instruction: str | None) -> tuple[str, int | None, str | None]:
+    def _call(
+        self, query_bundle: QueryBundle | None, top_n: Any, instruction: str | None
+    ) -> tuple[str, int | None, str | None]:
         top_n = self.top_n if top_n is DEFAULT else h.check_top_n(top_n)
         return h.query_of(query_bundle), top_n, instruction or self.instruction
 
