@@ -6,7 +6,7 @@ Parts (each in its own process; ``python benchmarks/run_cpu.py`` runs all of the
                   ``llama_index.postprocessor.qwen3_rerank`` in a fresh interpreter, median of 7,
                   and which heavy modules each one loaded.
 ``stack-raw``     raw ``vllm.LLM.score`` on pre-formatted strings, 1 query x 100 documents.
-``stack-engine``  LangChain ``Qwen3Reranker.compress_documents`` -> ``Reranker`` -> ``VLLMEngine``
+``stack-engine``  LangChain ``Qwen3Rerank.compress_documents`` -> ``Reranker`` -> ``VLLMEngine``
                   on the same kind of input (raw text in, LangChain documents out).
 ``remote``        one local ``vllm serve``: ``RemoteEngine`` through ``Reranker.arerank`` with
                   1 / 4 / 16 / 64 queries in flight vs a naive ``requests.post`` loop over
@@ -138,7 +138,7 @@ def part_stack_raw(reps: int) -> None:
 
 def part_stack_engine(reps: int, max_num_batched_tokens: int | None = None) -> None:
     from langchain_core.documents import Document
-    from langchain_qwen3_rerank import Qwen3Reranker
+    from langchain_qwen3_rerank import Qwen3Rerank
 
     from qwen3_rerank import Reranker
     from qwen3_rerank.engines.vllm_engine import VLLMEngine
@@ -146,7 +146,7 @@ def part_stack_engine(reps: int, max_num_batched_tokens: int | None = None) -> N
     rec = recorder("stack-engine")
     extra = {"max_num_batched_tokens": max_num_batched_tokens} if max_num_batched_tokens else {}
     engine = VLLMEngine(tiny_model(), gpu_memory_utilization=0.1, **VLLM_CPU, **extra)
-    compressor = Qwen3Reranker(reranker=Reranker(engine), top_n=100)
+    compressor = Qwen3Rerank(reranker=Reranker(engine), top_n=100)
     times = []
     for rep in range(-1, reps):
         (query,), (docs,) = W.make_inputs(STACK, rep + 100)

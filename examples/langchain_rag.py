@@ -1,7 +1,7 @@
 """Retrieve, then rerank with Qwen3-Reranker, in a LangChain (LCEL) pipeline.
 
 Builds an in-memory vector store over a few dozen passages, retrieves candidates for each query
-and reranks them with ``Qwen3Reranker``; all queries go through ``chain.batch``, so the reranker
+and reranks them with ``Qwen3Rerank``; all queries go through ``chain.batch``, so the reranker
 scores every (query, passage) pair in one engine call.
 
 Runs offline: by default the model is the tiny test model (real Qwen3 tokenizer, RANDOM weights,
@@ -141,7 +141,7 @@ def engine_options(args: argparse.Namespace, tiny: bool) -> dict[str, Any]:
 
 def main() -> None:
     args = parse_args()
-    from langchain_qwen3_rerank import Qwen3Reranker
+    from langchain_qwen3_rerank import Qwen3Rerank
 
     model = args.model
     if model is None:
@@ -162,7 +162,7 @@ def main() -> None:
     store.add_documents([Document(page_content=p, metadata={"passage": i}) for i, p in enumerate(PASSAGES)])
     retriever = store.as_retriever(search_kwargs={"k": args.k})
 
-    reranker = Qwen3Reranker(
+    reranker = Qwen3Rerank(
         engine=args.engine,
         model=model,
         base_url=args.base_url,
@@ -180,8 +180,8 @@ def main() -> None:
         print(f"\nquery: {query}")
         for rank, doc in enumerate(docs, 1):
             print(
-                f"  {rank}. relevance_score={doc.metadata['relevance_score']:.4f}  "
-                f"passage {doc.metadata['passage']}: {doc.page_content}"
+                f"  {rank}. relevance_score={doc.metadata['relevance_score']:.4f} "
+                f"(log-odds {doc.metadata['rerank_logit']:+.3f})  passage {doc.metadata['passage']}: {doc.page_content}"
             )
 
 

@@ -187,7 +187,8 @@ def main() -> None:
             for rank, scored in enumerate(response.source_nodes, 1):
                 node = scored.node
                 print(
-                    f"  {rank}. score={scored.score:.4f} (retrieval {node.metadata['retrieval_score']:.3f})  "
+                    f"  {rank}. score={scored.score:.4f} (log-odds {node.metadata['rerank_logit']:+.3f}, "
+                    f"retrieval {node.metadata['retrieval_score']:.3f})  "
                     f"passage {node.metadata['passage']}: {node.get_content()}"
                 )
     finally:

@@ -2,71 +2,58 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from langchain_core.callbacks import Callbacks, adispatch_custom_event, dispatch_custom_event
-from langchain_core.callbacks.manager import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
+from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
-from langchain_core.runnables.config import ensure_config, get_callback_manager_for_config
 from langchain_core.utils import secret_from_env
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
-from typing_extensions import Self, TypedDict
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from typing_extensions import Self
 
-from qwen3_rerank import Ranking, Reranker, RerankStats
+from qwen3_rerank import Ranking, Reranker
 from qwen3_rerank import settings as qwen3_settings  # `settings` names the engine fields below
 from qwen3_rerank.settings import ENV_API_KEY
 
-__all__ = ["Qwen3Reranker", "RerankInput", "STATS_EVENT"]
+from . import _helpers as h
+from ._helpers import DEFAULT, STATS_EVENT, RerankInput
+
+__all__ = ["Qwen3Rerank", "RerankInput", "STATS_EVENT"]
 
 logger = logging.getLogger(__name__)
 
-STATS_EVENT = "qwen3_rerank_stats"
-"""Name of the custom callback event that reports what each rerank cost.
 
-Its data is a dict: ``pairs``, ``tokens``, ``truncated``, ``seconds``, ``engine`` (from
-:class:`qwen3_rerank.RerankStats`), ``documents`` (candidates in) and ``returned`` (documents out).
-Handlers receive it in ``on_custom_event``; ``astream_events`` shows it as ``on_custom_event``.
-"""
-
-
-class RerankInput(TypedDict):
-    """Input of :class:`Qwen3Reranker` used as a Runnable."""
-
-    query: str
-    """The search query."""
-    documents: Sequence[Document | str]
-    """The candidates (``Document`` objects, or plain strings that become new ``Document`` s)."""
-
-
-class Qwen3Reranker(BaseDocumentCompressor, RunnableSerializable[RerankInput, list[Document]]):
+class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list[Document]]):
     """Rerank documents with a Qwen3-Reranker model (any qwen3-rerank engine).
 
     A :class:`~langchain_core.documents.BaseDocumentCompressor` (use it in a
-    ``ContextualCompressionRetriever``) and a Runnable taking ``{"query", "documents"}`` (use it in
-    LCEL; ``.batch()`` / ``.abatch()`` of many queries score every pair in one engine call).
+    ``ContextualCompressionRetriever``) and a Runnable taking ``{"query", "documents"}`` plus
+    optional ``"top_n"`` / ``"instruction"`` (use it in LCEL; ``.batch()`` / ``.abatch()`` of many
+    queries score every pair in one engine call). :meth:`rerank` returns Cohere-style
+    ``[{"index", "relevance_score"}]``.
 
-    Returned documents are copies carrying ``metadata["relevance_score"]`` (P("yes") in [0, 1])
-    and ``metadata["rerank_truncated"]``; the caller's documents are never modified.
+    Returned documents are copies carrying ``metadata["relevance_score"]`` (P("yes") in [0, 1]),
+    ``"rerank_logit"`` (its exact log-odds), ``"rerank_truncated"`` and, with
+    ``long_documents="window"``, ``"rerank_window"`` / ``"rerank_num_windows"``; the caller's
+    documents are never modified.
 
     Example:
         .. code-block:: python
 
-            from langchain_qwen3_rerank import Qwen3Reranker
+            from langchain_qwen3_rerank import Qwen3Rerank
 
-            reranker = Qwen3Reranker(model="Qwen/Qwen3-Reranker-0.6B", top_n=3)
+            reranker = Qwen3Rerank(model="Qwen/Qwen3-Reranker-0.6B", top_n=3)
             best = reranker.compress_documents(docs, "what is BM25?")
             chain = {"query": RunnablePassthrough(), "documents": retriever} | reranker
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
 
-    top_n: int | None = Field(default=3, gt=0)
-    """How many documents to return, best first (``None``: all)."""
+    top_n: int | None = 3
+    """How many documents to return, best first (``None``: all; 0 is refused)."""
 
     score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     """Drop documents whose relevance score (P("yes")) is below this value."""
@@ -84,19 +71,18 @@ class Qwen3Reranker(BaseDocumentCompressor, RunnableSerializable[RerankInput, li
 
     model: str | None = None
     """Hub id or local directory of the model (default ``$QWEN3_RERANK_MODEL``, else
-    ``Qwen/Qwen3-Reranker-0.6B``). For the remote engine: the served model, whose tokenizer builds
-    the prompts."""
+    ``Qwen/Qwen3-Reranker-0.6B``). For the remote engine: the served model."""
 
     base_url: str | list[str] | None = None
-    """URL of the vLLM server (remote engine only), e.g. ``http://127.0.0.1:8000``; a list of
-    URLs spreads the load over several servers. Default: ``$QWEN3_RERANK_BASE_URL``."""
+    """URL of the vLLM server (remote engine only), e.g. ``http://127.0.0.1:8000``; a list
+    spreads the load over several servers. Default: ``$QWEN3_RERANK_BASE_URL``."""
 
     api_key: SecretStr | None = Field(default_factory=secret_from_env(ENV_API_KEY, default=None))
     """API key of the server (remote engine only); read from ``$QWEN3_RERANK_API_KEY`` if not given."""
 
     engine_options: dict[str, Any] = Field(default_factory=dict)
     """Further keyword options for ``qwen3_rerank.Reranker(...)`` and its engine, e.g.
-    ``{"device": "cuda", "dtype": "bfloat16", "max_length": 4096}``."""
+    ``{"device": "cuda", "dtype": "bfloat16", "max_length": 4096, "long_documents": "window"}``."""
 
     _built: Reranker | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -104,6 +90,11 @@ class Qwen3Reranker(BaseDocumentCompressor, RunnableSerializable[RerankInput, li
     @property
     def lc_secrets(self) -> dict[str, str]:
         return {"api_key": ENV_API_KEY}
+
+    @field_validator("top_n")
+    @classmethod
+    def _check_top_n(cls, top_n: Any) -> int | None:
+        return h.check_top_n(top_n)
 
     @model_validator(mode="after")
     def _check_engine_settings(self) -> Self:
@@ -130,16 +121,13 @@ class Qwen3Reranker(BaseDocumentCompressor, RunnableSerializable[RerankInput, li
             return self.reranker
         with self._lock:
             if self._built is None:
-                self._built = self._build()
+                key = self.api_key if self.engine == "remote" else None
+                api_key = key.get_secret_value() if key is not None else None
+                logger.info("building a %s reranker", self.engine)
+                self._built = qwen3_settings.build_reranker(
+                    self.engine, model=self.model, base_url=self.base_url, api_key=api_key, **self.engine_options
+                )
             return self._built
-
-    def _build(self) -> Reranker:
-        api_key = self.api_key.get_secret_value() if self.api_key is not None and self.engine == "remote" else None
-        model = qwen3_settings.resolve_model(self.model, engine=self.engine)
-        logger.info("building a %s reranker for %s", self.engine, model or "the served model")
-        return qwen3_settings.build_reranker(
-            self.engine, model=self.model, base_url=self.base_url, api_key=api_key, **self.engine_options
-        )
 
     def close(self) -> None:
         """Release the engine this compressor built (an injected ``reranker`` is left open)."""
@@ -148,57 +136,104 @@ class Qwen3Reranker(BaseDocumentCompressor, RunnableSerializable[RerankInput, li
         if built is not None:
             built.close()
 
+    def _options(self, count: int, instruction: str | None) -> dict[str, Any]:
+        # Ask the core for every document (its top_n=None would mean "the Reranker's default");
+        # each caller keeps its own top_n of the ranking.
+        return {"top_n": max(count, 1), "instruction": instruction, "score_threshold": self.score_threshold}
+
+    def _call(self, top_n: Any, instruction: str | None) -> tuple[int | None, str | None]:
+        return (self.top_n if top_n is DEFAULT else h.check_top_n(top_n)), (instruction or self.instruction)
+
+    # -- Cohere-style ranking -----------------------------------------------------------------
+    def rerank(
+        self, documents: Sequence[str | Document | dict], query: str, *,
+        top_n: int | None = DEFAULT, instruction: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Rank ``documents`` for ``query``, as ``CohereRerank.rerank`` does.
+
+        Args:
+            documents: The candidates: str, ``Document`` or dict with a ``"text"`` str.
+            query: The search query.
+            top_n: How many to return (``None``: all); default: the compressor's ``top_n``.
+            instruction: Task instruction for this call; default: the compressor's.
+
+        Returns:
+            ``[{"index": i, "relevance_score": p}, ...]`` best first, ``i`` the position in
+            ``documents`` and ``p`` = P("yes"); ``score_threshold`` applies. ``[]`` for no documents.
+        """
+        ranking = self._rank(h.as_documents(documents, allow_text=True), h.check_query(query), top_n, instruction)
+        return [{"index": r.index, "relevance_score": r.score} for r in ranking]
+
+    async def arerank(
+        self, documents: Sequence[str | Document | dict], query: str, *,
+        top_n: int | None = DEFAULT, instruction: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Asynchronous :meth:`rerank` through the engine's async path."""
+        docs = h.as_documents(documents, allow_text=True)
+        ranking = await self._arank(docs, h.check_query(query), top_n, instruction)
+        return [{"index": r.index, "relevance_score": r.score} for r in ranking]
+
+    def _rank(self, docs: list[Document], query: str, top_n: Any, instruction: str | None) -> Ranking:
+        top_n, instruction = self._call(top_n, instruction)
+        if not docs:
+            return Ranking()
+        return h.first(self.client.rerank(query, h.texts(docs), **self._options(len(docs), instruction)), top_n)
+
+    async def _arank(self, docs: list[Document], query: str, top_n: Any, instruction: str | None) -> Ranking:
+        top_n, instruction = self._call(top_n, instruction)
+        if not docs:
+            return Ranking()
+        return h.first(await self.client.arerank(query, h.texts(docs), **self._options(len(docs), instruction)), top_n)
+
     # -- BaseDocumentCompressor ---------------------------------------------------------------
     def compress_documents(
-        self,
-        documents: Sequence[Document],
-        query: str,
-        callbacks: Callbacks | None = None,
-    ) -> Sequence[Document]:
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None, *,
+        top_n: int | None = DEFAULT, instruction: str | None = None,
+    ) -> Sequence[Document]:  # fmt: skip
         """Rerank ``documents`` for ``query``; return the best copies with their scores.
 
         Args:
             documents: The retrieved documents (not modified).
             query: The search query.
             callbacks: Callbacks of the calling run; they receive the :data:`STATS_EVENT`.
+            top_n: Documents to return for this call (``None``: all); default: the compressor's.
+            instruction: Task instruction for this call; default: the compressor's.
 
         Returns:
-            Up to ``top_n`` copies, best first, with ``metadata["relevance_score"]``. An empty
-            ``documents`` gives ``[]`` without calling the engine.
+            Up to ``top_n`` copies, best first, with the ``metadata`` keys listed on the class.
+            An empty ``documents`` gives ``[]`` without calling the engine.
         """
-        docs = _check_call(documents, query)
-        if not docs:
-            return []
-        ranking = self.client.rerank(query, _texts(docs), **self._options(len(docs)))
-        out = _apply(docs, ranking)
-        _report(ranking.stats, len(docs), len(out), {"callbacks": callbacks} if callbacks is not None else None)
-        return out
+        docs = h.as_documents(documents, allow_text=False)
+        ranking = self._rank(docs, h.check_query(query), top_n, instruction)
+        return self._finish(docs, ranking, {"callbacks": callbacks})
 
     async def acompress_documents(
-        self,
-        documents: Sequence[Document],
-        query: str,
-        callbacks: Callbacks | None = None,
-    ) -> Sequence[Document]:
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None, *,
+        top_n: int | None = DEFAULT, instruction: str | None = None,
+    ) -> Sequence[Document]:  # fmt: skip
         """Asynchronous :meth:`compress_documents` through the engine's async path."""
-        docs = _check_call(documents, query)
-        if not docs:
+        docs = h.as_documents(documents, allow_text=False)
+        ranking = await self._arank(docs, h.check_query(query), top_n, instruction)
+        return await self._afinish(docs, ranking, {"callbacks": callbacks})
+
+    def _finish(self, docs: list[Document], ranking: Ranking, config: RunnableConfig) -> list[Document]:
+        if not docs:  # nothing was scored: no engine built, no event
             return []
-        ranking = await self.client.arerank(query, _texts(docs), **self._options(len(docs)))
-        out = _apply(docs, ranking)
-        await _areport(ranking.stats, len(docs), len(out), {"callbacks": callbacks} if callbacks is not None else None)
+        out = h.scored_copies(docs, ranking, windows=self._windows())
+        h.report(ranking.stats, len(docs), len(out), config)
         return out
 
-    def _options(self, count: int) -> dict[str, Any]:
-        # top_n=None means "all" here, while the core reads None as "the Reranker's default":
-        # ask for every document explicitly.
-        return {
-            "top_n": self.top_n if self.top_n is not None else max(count, 1),
-            "instruction": self.instruction,
-            "score_threshold": self.score_threshold,
-        }
+    async def _afinish(self, docs: list[Document], ranking: Ranking, config: RunnableConfig) -> list[Document]:
+        if not docs:
+            return []
+        out = h.scored_copies(docs, ranking, windows=self._windows())
+        await h.areport(ranking.stats, len(docs), len(out), config)
+        return out
 
-    # -- Runnable: {"query", "documents"} -> list[Document] ----------------------------------
+    def _windows(self) -> bool:
+        return self.client.long_documents == "window"
+
+    # -- Runnable: {"query", "documents", "top_n"?, "instruction"?} -> list[Document] -----------
     def invoke(self, input: RerankInput, config: RunnableConfig | None = None, **kwargs: Any) -> list[Document]:
         """Rerank ``input["documents"]`` for ``input["query"]``."""
         return self.batch([input], config, **kwargs)[0]
@@ -208,175 +243,44 @@ class Qwen3Reranker(BaseDocumentCompressor, RunnableSerializable[RerankInput, li
         return (await self.abatch([input], config, **kwargs))[0]
 
     def batch(
-        self,
-        inputs: list[RerankInput],
-        config: RunnableConfig | list[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> list[Any]:
-        """Rerank many ``{"query", "documents"}`` inputs with ONE engine call (``rerank_many``).
+        self, inputs: list[RerankInput], config: RunnableConfig | list[RunnableConfig] | None = None, *,
+        return_exceptions: bool = False, **kwargs: Any,
+    ) -> list[Any]:  # fmt: skip
+        """Rerank many inputs with ONE engine call (``rerank_many``) per distinct instruction.
 
         Each input still gets its own run (callbacks, tracing) and its own stats event.
         """
-        return self._batch_with_config(self._batch, list(inputs), config, return_exceptions=return_exceptions)
+        return h.run_batch(self, list(inputs), config, return_exceptions, self._batch)
 
     async def abatch(
-        self,
-        inputs: list[RerankInput],
-        config: RunnableConfig | list[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> list[Any]:
-        """Asynchronous :meth:`batch`: one ``arerank_many`` call for all inputs."""
-        return await self._abatch_with_config(self._abatch, list(inputs), config, return_exceptions=return_exceptions)
+        self, inputs: list[RerankInput], config: RunnableConfig | list[RunnableConfig] | None = None, *,
+        return_exceptions: bool = False, **kwargs: Any,
+    ) -> list[Any]:  # fmt: skip
+        """Asynchronous :meth:`batch`: one ``arerank_many`` call per distinct instruction."""
+        return await h.arun_batch(self, list(inputs), config, return_exceptions, self._abatch)
 
-    def _batch(
-        self,
-        inputs: list[RerankInput],
-        run_manager: list[CallbackManagerForChainRun],
-        config: list[RunnableConfig],
-    ) -> list[list[Document] | Exception]:
-        parsed, work = _parse_inputs(inputs)
-        rankings = self.client.rerank_many(*work.args(), **self._options(work.most)) if work.queries else []
-        outputs = work.finish(parsed, rankings)
-        for out, ranking, cfg, count in work.reports(outputs, rankings, config):
-            _report(ranking.stats, count, len(out), cfg)
-        return outputs
+    def _batch(self, inputs: list[Any], configs: list[RunnableConfig]) -> list[Any]:
+        batch = h.Batch.parse(inputs, top_n=self.top_n, instruction=self.instruction)
+        for instruction, requests in batch.calls.items():
+            rankings = self.client.rerank_many(*h.call_args(requests), **self._options(h.most(requests), instruction))
+            for r, ranking in zip(requests, rankings):
+                batch.outputs[r.slot] = self._finish(r.docs, h.first(ranking, r.top_n), configs[r.slot])
+        return batch.outputs
 
-    async def _abatch(
-        self,
-        inputs: list[RerankInput],
-        run_manager: list[AsyncCallbackManagerForChainRun],
-        config: list[RunnableConfig],
-    ) -> list[list[Document] | Exception]:
-        parsed, work = _parse_inputs(inputs)
-        rankings = await self.client.arerank_many(*work.args(), **self._options(work.most)) if work.queries else []
-        outputs = work.finish(parsed, rankings)
-        for out, ranking, cfg, count in work.reports(outputs, rankings, config):
-            await _areport(ranking.stats, count, len(out), cfg)
-        return outputs
+    async def _abatch(self, inputs: list[Any], configs: list[RunnableConfig]) -> list[Any]:
+        batch = h.Batch.parse(inputs, top_n=self.top_n, instruction=self.instruction)
+        for instruction, requests in batch.calls.items():
+            options = self._options(h.most(requests), instruction)
+            rankings = await self.client.arerank_many(*h.call_args(requests), **options)
+            for r, ranking in zip(requests, rankings):
+                batch.outputs[r.slot] = await self._afinish(r.docs, h.first(ranking, r.top_n), configs[r.slot])
+        return batch.outputs
 
 
-# -- shared sync/async helpers ----------------------------------------------------------------
-def _check_call(documents: Sequence[Document], query: str) -> list[Document]:
-    if query is None:
-        raise ValueError("query is missing: pass the search query as a str")
-    if not isinstance(query, str):
-        raise TypeError(f"query must be a str, got {type(query).__name__}")
-    if documents is None:
-        raise ValueError("documents is missing: pass a list of langchain Document objects (an empty list is fine)")
-    docs = list(documents)
-    for i, d in enumerate(docs):
-        if not isinstance(d, Document):
-            raise TypeError(f"document {i} must be a langchain Document, got {type(d).__name__}")
-    return docs
+def __getattr__(name: str) -> Any:
+    # `from langchain_qwen3_rerank.rerank import Qwen3Reranker` keeps working, with the package's warning.
+    if name == "Qwen3Reranker":
+        from . import __getattr__ as package_getattr
 
-
-def _texts(docs: list[Document]) -> list[str]:
-    return [d.page_content for d in docs]
-
-
-def _apply(docs: list[Document], ranking: Ranking) -> list[Document]:
-    # Copies with their own (deep-copied) metadata: nothing the caller holds is touched, and
-    # nothing done later to the results reaches the caller's documents.
-    out = []
-    for r in ranking:
-        doc = docs[r.index]
-        metadata = copy.deepcopy(doc.metadata)
-        metadata["relevance_score"] = r.score
-        metadata["rerank_truncated"] = r.truncated
-        out.append(doc.model_copy(update={"metadata": metadata}))
-    return out
-
-
-def _event_data(stats: RerankStats, documents: int, returned: int) -> dict[str, Any]:
-    return {
-        "pairs": stats.pairs,
-        "tokens": stats.tokens,
-        "truncated": stats.truncated,
-        "seconds": stats.seconds,
-        "engine": stats.engine,
-        "documents": documents,
-        "returned": returned,
-    }
-
-
-def _has_parent_run(config: RunnableConfig | None) -> bool:
-    # Custom events belong to a run: inside a retriever or chain run (explicit callbacks or the
-    # current run's context) there is one; a bare direct call has nobody to tell.
-    return get_callback_manager_for_config(ensure_config(config)).parent_run_id is not None
-
-
-def _report(stats: RerankStats, documents: int, returned: int, config: RunnableConfig | None) -> None:
-    if _has_parent_run(config):
-        dispatch_custom_event(STATS_EVENT, _event_data(stats, documents, returned), config=config)
-
-
-async def _areport(stats: RerankStats, documents: int, returned: int, config: RunnableConfig | None) -> None:
-    if _has_parent_run(config):
-        await adispatch_custom_event(STATS_EVENT, _event_data(stats, documents, returned), config=ensure_config(config))
-
-
-class _Work:
-    """The valid inputs of a batch, flattened for one ``rerank_many`` call."""
-
-    def __init__(self) -> None:
-        self.queries: list[str] = []
-        self.documents: list[list[Document]] = []
-        self.slots: list[int] = []  # input position of each query
-
-    @property
-    def most(self) -> int:
-        return max(len(d) for d in self.documents)
-
-    def args(self) -> tuple[list[str], list[list[str]]]:
-        return self.queries, [_texts(d) for d in self.documents]
-
-    def finish(
-        self, parsed: list[list[Document] | Exception], rankings: list[Ranking]
-    ) -> list[list[Document] | Exception]:
-        outputs = list(parsed)
-        for slot, docs, ranking in zip(self.slots, self.documents, rankings):
-            outputs[slot] = _apply(docs, ranking)
-        return outputs
-
-    def reports(
-        self, outputs: list[list[Document] | Exception], rankings: list[Ranking], configs: list[RunnableConfig]
-    ) -> list[tuple[Any, Ranking, RunnableConfig, int]]:
-        return [
-            (outputs[slot], ranking, configs[slot], len(docs))
-            for slot, docs, ranking in zip(self.slots, self.documents, rankings)
-        ]
-
-
-def _parse_inputs(inputs: list[RerankInput]) -> tuple[list[list[Document] | Exception], _Work]:
-    """Validate each input; a bad one becomes that input's exception (``return_exceptions``)."""
-    parsed: list[list[Document] | Exception] = []
-    work = _Work()
-    for i, item in enumerate(inputs):
-        try:
-            query, docs = _parse_input(item)
-        except (TypeError, ValueError) as exc:
-            parsed.append(exc)
-            continue
-        parsed.append([])
-        if docs:
-            work.queries.append(query)
-            work.documents.append(docs)
-            work.slots.append(i)
-    return parsed, work
-
-
-def _parse_input(item: Any) -> tuple[str, list[Document]]:
-    if not isinstance(item, dict) or "documents" not in item:
-        raise ValueError(
-            f"Qwen3Reranker takes {{'query': str, 'documents': [Document, ...]}} as input, got {type(item).__name__}"
-            + (f" with keys {sorted(item)}" if isinstance(item, dict) else "")
-        )
-    raw = item["documents"]
-    if raw is None or isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence):
-        raise TypeError(f"input['documents'] must be a list of Document or str, got {type(raw).__name__}")
-    docs = [Document(page_content=d) if isinstance(d, str) else d for d in raw]
-    return item.get("query"), _check_call(docs, item.get("query"))
+        return package_getattr(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

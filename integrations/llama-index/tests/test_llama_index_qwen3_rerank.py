@@ -9,9 +9,12 @@ the embeddings are mocks (MockLLM echoes its prompt, MockEmbedding is constant).
 from __future__ import annotations
 
 import copy
+import math
 import os
+import pickle
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +95,7 @@ def test_namespace_package_layout() -> None:
 def test_is_a_node_postprocessor(fake_reranker: Reranker) -> None:
     rerank = Qwen3Rerank(reranker=fake_reranker)
     assert isinstance(rerank, BaseNodePostprocessor)
-    assert Qwen3Rerank.class_name() == "Qwen3Rerank" and rerank.to_dict()["class_name"] == "Qwen3Rerank"
+    assert Qwen3Rerank.class_name() == "Qwen3Rerank" and Qwen3Rerank().to_dict()["class_name"] == "Qwen3Rerank"
     assert rerank.top_n == 3 and rerank.metadata_mode == MetadataMode.EMBED and rerank.keep_retrieval_score is False
     assert rerank.reranker is fake_reranker
 
@@ -100,7 +103,7 @@ def test_is_a_node_postprocessor(fake_reranker: Reranker) -> None:
 def test_fields_are_validated(fake_reranker: Reranker, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError):
         Qwen3Rerank(topn=3)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="use None for all"):
         Qwen3Rerank(top_n=0)
     with pytest.raises(ValidationError):
         Qwen3Rerank(score_threshold=-0.1)
@@ -209,9 +212,9 @@ async def test_returns_new_nodes_and_never_mutates_input(fake_reranker: Reranker
         assert _snapshot(nodes) == before
         assert [n.node.node_id for n in out] == ["n1", "n3", "n2", "n0"]
         assert [n.score for n in out] == pytest.approx([0.9, 0.8, 0.6, 0.2])
-        assert not any(o is n or o.node is n.node for o in out for n in nodes)
-        # The copies own their metadata, nested values and exclusion lists included.
-        out[0].node.metadata["nested"]["k"].append(99)
+        assert not any(o is n or o.node is n.node or o.node.metadata is n.node.metadata for o in out for n in nodes)
+        # The copies own their metadata dict and exclusion lists (metadata values are shared).
+        out[0].node.metadata["author"] = "changed"
         out[0].node.excluded_llm_metadata_keys.append("author")
         out[0].score = 0.0
         assert _snapshot(nodes) == before
@@ -278,6 +281,108 @@ async def test_async_path_uses_the_async_engine_only(fake_reranker: Reranker, fa
     assert fake_engine.calls == ["ascore"]
 
 
+async def test_metadata_values_are_shared_never_copied(fake_reranker: Reranker) -> None:
+    # A lock (or a client, a file handle) cannot be deep-copied or pickled; it must not fail the call.
+    lock = threading.Lock()
+    nodes = [
+        NodeWithScore(node=TextNode(text=f"doc [score=0.{i + 1}]", metadata={"lock": lock}), score=0.5) for i in range(3)
+    ]
+    for node in nodes:
+        node.node.excluded_embed_metadata_keys = ["lock"]
+    before = [(n.node.metadata.copy(), list(n.node.excluded_llm_metadata_keys), n.score) for n in nodes]
+    rerank = Qwen3Rerank(reranker=fake_reranker, top_n=2)
+    for out in (rerank.postprocess_nodes(nodes, query_str="q"), await rerank.apostprocess_nodes(nodes, query_str="q")):
+        assert [n.node.get_content() for n in out] == ["doc [score=0.3]", "doc [score=0.2]"]
+        assert all(n.node.metadata["lock"] is lock for n in out)
+    assert [(n.node.metadata, n.node.excluded_llm_metadata_keys, n.score) for n in nodes] == before
+
+
+def test_metadata_holds_logit_and_truncation_out_of_llm_text(fake_engine: Any) -> None:
+    nodes = [
+        NodeWithScore(node=TextNode(text="[score=0.9] " + "word " * 200, id_="long"), score=0.5),
+        NodeWithScore(node=TextNode(text="short [score=0.3]", id_="short"), score=0.5),
+    ]
+    out = Qwen3Rerank(reranker=Reranker(fake_engine, max_length=96), top_n=None).postprocess_nodes(nodes, query_str="q")
+    assert [n.node.metadata["rerank_truncated"] for n in out] == [True, False]
+    for n, p in zip(out, (0.9, 0.3)):
+        assert n.score == pytest.approx(p)
+        assert n.node.metadata["rerank_logit"] == pytest.approx(math.log(p / (1 - p)))
+        assert "rerank_window" not in n.node.metadata
+        for mode in (MetadataMode.LLM, MetadataMode.EMBED):
+            assert "rerank_" not in n.node.get_content(metadata_mode=mode)
+
+
+async def test_window_mode_metadata(fake_engine: Any) -> None:
+    windowed = Reranker(fake_engine, max_length=96, long_documents="window", window_overlap=4)
+    nodes = [
+        NodeWithScore(node=TextNode(text="word " * 200 + "[score=0.9]"), score=0.5),
+        NodeWithScore(node=TextNode(text="short [score=0.3]"), score=0.5),
+    ]
+    rerank = Qwen3Rerank(reranker=windowed, top_n=None, metadata_mode=MetadataMode.NONE)
+    for first, second in (
+        rerank.postprocess_nodes(nodes, query_str="q"),
+        await rerank.apostprocess_nodes(nodes, query_str="q"),
+    ):
+        assert first.score == pytest.approx(0.9) and first.node.metadata["rerank_num_windows"] > 1
+        assert first.node.metadata["rerank_window"] == first.node.metadata["rerank_num_windows"] - 1
+        assert second.node.metadata["rerank_window"] is None and second.node.metadata["rerank_num_windows"] == 1
+
+
+def test_long_metadata_cannot_push_the_content_out(fake_engine: Any, tiny_tokenizer: Any) -> None:
+    # The model reads content first: cut to max_length, the metadata goes, not the content.
+    long_metadata = {"summary": "background " * 300}
+    nodes = [
+        NodeWithScore(node=TextNode(text=f"passage [score={p}]", metadata=long_metadata), score=0.5)
+        for p in (0.2, 0.9, 0.6)
+    ]
+    out = Qwen3Rerank(reranker=Reranker(fake_engine, max_length=128), top_n=None).postprocess_nodes(nodes, query_str="q")
+    assert [n.score for n in out] == pytest.approx([0.9, 0.6, 0.2])  # distinct: each content was scored
+    assert all(n.node.metadata["rerank_truncated"] for n in out)
+    seen = tiny_tokenizer.decode(fake_engine.seen[-1][0])
+    assert seen.index("passage [score=0.2]") < seen.index("summary: background")
+
+
+# -- per-call options ------------------------------------------------------------------------------
+async def test_per_call_top_n_and_instruction(fake_reranker: Reranker, fake_engine: Any, tiny_tokenizer: Any) -> None:
+    rerank = Qwen3Rerank(reranker=fake_reranker, top_n=3, instruction="Default task")
+    out = rerank.postprocess_nodes(_nodes(), query_str="q", top_n=1, instruction="Find zebras")
+    assert [n.node.node_id for n in out] == ["n1"]
+    assert "Find zebras" in tiny_tokenizer.decode(fake_engine.seen[-1][0])
+    out = await rerank.apostprocess_nodes(_nodes(), query_bundle=QueryBundle("q"), top_n=None)
+    assert len(out) == 4 and "Default task" in tiny_tokenizer.decode(fake_engine.seen[-1][0])
+    assert len(rerank.postprocess_nodes(_nodes(), query_str="q")) == 3  # the constructor's options stay the defaults
+    with pytest.raises(ValueError, match="use None for all"):
+        rerank.postprocess_nodes(_nodes(), query_str="q", top_n=0)
+    with pytest.raises(ValueError, match="Cannot specify both"):
+        rerank.postprocess_nodes(_nodes(), query_bundle=QueryBundle("q"), query_str="q")
+
+
+# -- settings ---------------------------------------------------------------------------------------
+def test_api_key_parameter_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_API_KEY, "sk-env")
+    rerank = Qwen3Rerank(engine="remote", base_url="http://127.0.0.1:1", api_key="sk-param")
+    assert rerank.api_key is not None and rerank.api_key.get_secret_value() == "sk-param"
+    monkeypatch.delenv(ENV_API_KEY)
+    assert Qwen3Rerank(engine="remote", base_url="http://127.0.0.1:1").api_key is None
+
+
+def test_serialisation_round_trip_and_refusal(fake_reranker: Reranker, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_API_KEY, raising=False)
+    rerank = Qwen3Rerank(
+        engine="remote", base_url="http://127.0.0.1:1", model="org/served", top_n=5, instruction="Find zebras",
+        metadata_mode=MetadataMode.LLM, engine_options={"max_retries": 0}, api_key="sk-secret",
+    )  # fmt: skip
+    fields = ("engine", "base_url", "model", "top_n", "instruction", "metadata_mode", "engine_options")
+    for copy_ in (Qwen3Rerank.from_dict(rerank.to_dict()), Qwen3Rerank.from_json(rerank.to_json())):
+        assert {f: getattr(copy_, f) for f in fields} == {f: getattr(rerank, f) for f in fields}
+        assert copy_.api_key is None  # never serialised: it comes back from the environment
+    assert "sk-secret" not in rerank.to_json()
+    injected = Qwen3Rerank(reranker=fake_reranker)
+    for serialise in (injected.to_dict, injected.to_json, lambda: pickle.dumps(injected)):
+        with pytest.raises(TypeError, match="built with reranker=.*Build it from settings"):
+            serialise()
+
+
 # -- events -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("use_async", [False, True])
 async def test_instrumentation_and_callback_events(
@@ -293,6 +398,10 @@ async def test_instrumentation_and_callback_events(
 
     start, end = instrumentation_events
     assert isinstance(start, ReRankStartEvent) and isinstance(end, ReRankEndEvent)
+    # Both paths emit their events inside the postprocessor's own span.
+    method = "_apostprocess_nodes" if use_async else "_postprocess_nodes"
+    assert start.span_id is not None and start.span_id.startswith(f"Qwen3Rerank.{method}-")
+    assert end.span_id == start.span_id
     assert start.query.query_str == "q" and start.nodes == nodes and start.top_n == 2 and start.model_name
     assert end.nodes == out
 
@@ -331,7 +440,8 @@ async def test_query_engines_end_to_end(any_engine: Any, index: VectorStoreIndex
     retriever = index.as_retriever(similarity_top_k=6)
     candidates = retriever.retrieve(query)
     before = _snapshot(candidates)
-    texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in candidates]
+    # The model reads the content, then the metadata.
+    texts = [f"{n.node.get_content()}\n\n{n.node.get_metadata_str(MetadataMode.EMBED)}" for n in candidates]
     expected = core.rerank(query, texts, top_n=3)
     expected_ids = [candidates[r.index].node.node_id for r in expected]
 
@@ -367,3 +477,26 @@ def test_example_runs_offline() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "RANDOM weights" in result.stdout
     assert result.stdout.count("score=") >= 3
+
+
+# -- installation -------------------------------------------------------------------------------
+def test_readme_install_lines_install_what_the_snippets_import() -> None:
+    from tests_support.readme_installs import missing_installs
+
+    package = REPO / "integrations" / "llama-index"
+    module = "llama_index.postprocessor.qwen3_rerank"
+    assert missing_installs(package / "README.md", package / "pyproject.toml", module) == []
+
+
+def test_engine_extras_match_the_core() -> None:
+    import tomllib
+
+    core = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    ours = tomllib.loads((REPO / "integrations" / "llama-index" / "pyproject.toml").read_text())["project"]
+    for extra in ("torch", "vllm", "http", "all"):
+        assert extra in core and ours["optional-dependencies"][extra] == [f"qwen3-rerank[{extra}]>=0.1.0"]
+
+
+def test_modules_stay_small() -> None:
+    for module in Path(package.__file__).parent.glob("*.py"):
+        assert module.read_text(encoding="utf-8").count("\n") < 300, module.name

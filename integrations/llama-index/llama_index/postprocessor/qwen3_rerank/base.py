@@ -2,40 +2,39 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 from typing import Any, Literal
 
-from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from llama_index.core.base.llms.generic_utils import get_from_param_or_env
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from qwen3_rerank import Ranking, Reranker, RerankStats
+from qwen3_rerank import Reranker
 from qwen3_rerank import settings as qwen3_settings  # `settings` names the engine fields below
 from qwen3_rerank.settings import DEFAULT_MODEL, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
+
+from . import _helpers as h
+from ._helpers import DEFAULT, RETRIEVAL_SCORE_KEY, STATS_PAYLOAD_KEY
 
 __all__ = ["Qwen3Rerank", "RETRIEVAL_SCORE_KEY", "STATS_PAYLOAD_KEY"]
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
 
-RETRIEVAL_SCORE_KEY = "retrieval_score"
-"""Metadata key of the retriever's score on returned nodes when ``keep_retrieval_score=True``."""
-
-STATS_PAYLOAD_KEY = "rerank_stats"
-"""Key of the stats dict (``pairs``, ``tokens``, ``truncated``, ``seconds``, ``engine``) in the
-end payload of the ``CBEventType.RERANKING`` callback event."""
-
 
 class Qwen3Rerank(BaseNodePostprocessor):
     """Rerank nodes with a Qwen3-Reranker model (any qwen3-rerank engine).
 
     Returns new ``NodeWithScore`` objects holding copies of the best ``top_n`` nodes, with
-    ``score`` = P("yes") in [0, 1]; the nodes you pass are never modified.
+    ``score`` = P("yes") in [0, 1] and, in the copy's metadata (kept out of the LLM and embedding
+    text), ``rerank_logit`` (its exact log-odds), ``rerank_truncated`` and, with
+    ``long_documents="window"``, ``rerank_window`` / ``rerank_num_windows``. The nodes you pass are
+    never modified. The model reads each node's content first, then its metadata.
 
     Example:
         .. code-block:: python
@@ -48,7 +47,7 @@ class Qwen3Rerank(BaseNodePostprocessor):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    top_n: int | None = Field(default=3, gt=0, description="Nodes to return, best first (None: all).")
+    top_n: int | None = Field(default=3, description="Nodes to return, best first (None: all; 0 is refused).")
     score_threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Drop nodes whose relevance score (P('yes')) is below this value."
     )
@@ -56,14 +55,11 @@ class Qwen3Rerank(BaseNodePostprocessor):
         default=None, description="Task instruction for the model (None: the reranker's, by default the model card's)."
     )
     metadata_mode: MetadataMode = Field(
-        default=MetadataMode.EMBED, description="Which metadata goes into the text the model reads (as for embeddings)."
+        default=MetadataMode.EMBED, description="Which metadata the model reads after the node's content."
     )
     keep_retrieval_score: bool = Field(
         default=False,
-        description=(
-            f"Keep the retriever's score in metadata['{RETRIEVAL_SCORE_KEY}'] of the returned copies, "
-            "excluded from the text sent to the LLM and the embedding model."
-        ),
+        description=f"Keep the retriever's score in metadata['{RETRIEVAL_SCORE_KEY}'] of the returned copies.",
     )
     engine: Literal["transformers", "vllm", "remote"] = Field(
         default="transformers",
@@ -83,11 +79,11 @@ class Qwen3Rerank(BaseNodePostprocessor):
     )
     engine_options: dict[str, Any] = Field(
         default_factory=dict,
-        description="Further keyword options for qwen3_rerank.Reranker(...) and its engine (device, dtype, max_length, ...).",
+        description="More options for qwen3_rerank.Reranker(...) and its engine (device, dtype, max_length, ...).",
     )
 
     _reranker: Reranker | None = PrivateAttr(default=None)
-    _owns_reranker: bool = PrivateAttr(default=False)
+    _injected: bool = PrivateAttr(default=False)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, *, reranker: Reranker | None = None, **data: Any) -> None:
@@ -96,7 +92,7 @@ class Qwen3Rerank(BaseNodePostprocessor):
         Args:
             reranker: A ready :class:`qwen3_rerank.Reranker` (any engine). When given, leave the
                 engine settings (``engine``, ``model``, ``base_url``, ``engine_options``) unset;
-                it is not closed by :meth:`close`.
+                it is not closed by :meth:`close`, and the postprocessor cannot be serialised.
             **data: The fields above.
         """
         if reranker is not None:
@@ -108,10 +104,14 @@ class Qwen3Rerank(BaseNodePostprocessor):
                 )
             if not isinstance(reranker, Reranker):
                 raise TypeError(f"reranker must be a qwen3_rerank.Reranker, got {type(reranker).__name__}")
-        if data.get("api_key") is None and qwen3_settings.resolve_api_key(None):
-            data["api_key"] = qwen3_settings.resolve_api_key(None)
+        data["api_key"] = get_from_param_or_env("api_key", data.get("api_key"), ENV_API_KEY, "") or None
         super().__init__(**data)
-        self._reranker = reranker
+        self._reranker, self._injected = reranker, reranker is not None
+
+    @field_validator("top_n")
+    @classmethod
+    def _check_top_n(cls, top_n: Any) -> int | None:
+        return h.check_top_n(top_n)
 
     @model_validator(mode="after")
     def _check_engine_settings(self) -> Qwen3Rerank:
@@ -133,130 +133,129 @@ class Qwen3Rerank(BaseNodePostprocessor):
         """The :class:`qwen3_rerank.Reranker` in use (built on first use from the settings)."""
         with self._lock:
             if self._reranker is None:
-                self._reranker = self._build()
-                self._owns_reranker = True
+                key = self.api_key if self.engine == "remote" else None
+                api_key = key.get_secret_value() if key is not None else None
+                logger.info("building a %s reranker", self.engine)
+                self._reranker = qwen3_settings.build_reranker(
+                    self.engine, model=self.model, base_url=self.base_url, api_key=api_key, **self.engine_options
+                )
             return self._reranker
-
-    def _build(self) -> Reranker:
-        api_key = self.api_key.get_secret_value() if self.api_key is not None and self.engine == "remote" else None
-        model = qwen3_settings.resolve_model(self.model, engine=self.engine)
-        logger.info("building a %s reranker for %s", self.engine, model or "the served model")
-        return qwen3_settings.build_reranker(
-            self.engine, model=self.model, base_url=self.base_url, api_key=api_key, **self.engine_options
-        )
 
     def close(self) -> None:
         """Release the engine this postprocessor built (an injected ``reranker`` is left open)."""
         with self._lock:
-            owned = self._reranker if self._owns_reranker else None
+            owned = None if self._injected else self._reranker
             if owned is not None:
-                self._reranker, self._owns_reranker = None, False
+                self._reranker = None
         if owned is not None:
             owned.close()
 
     @property
     def _model_name(self) -> str:
-        if self._reranker is not None and not self._owns_reranker:
+        if self._injected and self._reranker is not None:
             engine = self._reranker.engine
-            return str(getattr(engine, "model_name", None) or getattr(engine, "model", None) or engine.name)
+            return str(getattr(engine, "model_name", None) or engine.name)
         return qwen3_settings.resolve_model(self.model, engine=self.engine) or "remote"
 
+    # -- serialisation ------------------------------------------------------------------------
+    def _refuse_if_injected(self, how: str) -> None:
+        # from_dict/unpickling rebuild from the fields; an injected Reranker is not among them, so
+        # the copy would silently score with the default embedded model instead.
+        if self._injected:
+            raise TypeError(
+                f"cannot {how} a Qwen3Rerank built with reranker=...: the Reranker object is not data, and "
+                "the copy would silently build the default engine instead. Build it from settings "
+                "(engine=, model=, base_url=, engine_options=) to serialise it, or pass reranker= again"
+            )
+
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """The settings as a dict (``from_dict`` rebuilds the postprocessor; the API key is left out).
+
+        Raises:
+            TypeError: the postprocessor was built with ``reranker=`` (nothing could rebuild it).
+        """
+        self._refuse_if_injected("serialise")
+        return super().to_dict(**kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        self._refuse_if_injected("pickle")
+        return super().__getstate__()
+
     # -- BaseNodePostprocessor ----------------------------------------------------------------
+    def postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None, query_str: str | None = None, *,
+        top_n: int | None = DEFAULT, instruction: str | None = None,
+    ) -> list[NodeWithScore]:  # fmt: skip
+        """Rerank ``nodes`` for the query; ``top_n`` (``None``: all) and ``instruction`` override
+        the postprocessor's for this call."""
+        return self._postprocess_nodes(nodes, h.bundle(query_bundle, query_str), top_n=top_n, instruction=instruction)
+
+    async def apostprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None, query_str: str | None = None, *,
+        top_n: int | None = DEFAULT, instruction: str | None = None,
+    ) -> list[NodeWithScore]:  # fmt: skip
+        """Asynchronous :meth:`postprocess_nodes` through the engine's async path."""
+        bundle = h.bundle(query_bundle, query_str)
+        return await self._apostprocess_nodes(nodes, bundle, top_n=top_n, instruction=instruction)
+
     def _postprocess_nodes(
-        self,
-        nodes: list[NodeWithScore],
-        query_bundle: QueryBundle | None = None,
-    ) -> list[NodeWithScore]:
-        query = _query(query_bundle)
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None, *,
+        top_n: int | None = DEFAULT, instruction: str | None = None,
+    ) -> list[NodeWithScore]:  # fmt: skip
+        # DispatcherSpanMixin runs this (the base class's abstract method) inside a span.
+        query, top_n, instruction = self._call(query_bundle, top_n, instruction)
         if not nodes:
             return []
-        top_n, texts, payload = self._start(nodes, query_bundle, query)
+        texts, payload = self._start(nodes, query_bundle, query, top_n)
         with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
-            ranking = self.reranker.rerank(query, texts, **self._options(top_n))
-            new_nodes = self._finish(nodes, ranking, event)
-        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
-        return new_nodes
+            ranking = self.reranker.rerank(query, texts, **self._options(len(nodes), instruction))
+            return self._finish(nodes, ranking[:top_n], ranking.stats, event)
 
+    @dispatcher.span
     async def _apostprocess_nodes(
-        self,
-        nodes: list[NodeWithScore],
-        query_bundle: QueryBundle | None = None,
-    ) -> list[NodeWithScore]:
-        query = _query(query_bundle)
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None, *,
+        top_n: int | None = DEFAULT, instruction: str | None = None,
+    ) -> list[NodeWithScore]:  # fmt: skip
+        # Not abstract in the base class, so the mixin leaves it alone: the span is ours, and the
+        # events below carry its id as they do on the sync path.
+        query, top_n, instruction = self._call(query_bundle, top_n, instruction)
         if not nodes:
             return []
-        top_n, texts, payload = self._start(nodes, query_bundle, query)
+        texts, payload = self._start(nodes, query_bundle, query, top_n)
         with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
-            ranking = await self.reranker.arerank(query, texts, **self._options(top_n))
-            new_nodes = self._finish(nodes, ranking, event)
-        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
-        return new_nodes
+            ranking = await self.reranker.arerank(query, texts, **self._options(len(nodes), instruction))
+            return self._finish(nodes, ranking[:top_n], ranking.stats, event)
 
-    # -- shared sync/async helpers ------------------------------------------------------------
+    # -- shared sync/async steps --------------------------------------------------------------
+    def _call(
+        self, query_bundle: QueryBundle | None, top_n: Any, instruction: str | None
+    ) -> tuple[str, int | None, str | None]:
+        top_n = self.top_n if top_n is DEFAULT else h.check_top_n(top_n)
+        return h.query_of(query_bundle), top_n, instruction or self.instruction
+
     def _start(
-        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None, query: str
-    ) -> tuple[int, list[str], dict[str, Any]]:
-        # top_n=None means "all" here, while the core reads None as "the Reranker's default".
-        top_n = self.top_n if self.top_n is not None else len(nodes)
-        texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None, query: str, top_n: int | None
+    ) -> tuple[list[str], dict[str, Any]]:
+        top_k = top_n if top_n is not None else len(nodes)
         model_name = self._model_name
-        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=top_n, model_name=model_name))
+        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=top_k, model_name=model_name))
         payload = {
             EventPayload.NODES: nodes,
             EventPayload.MODEL_NAME: model_name,
             EventPayload.QUERY_STR: query,
-            EventPayload.TOP_K: top_n,
+            EventPayload.TOP_K: top_k,
         }
-        return top_n, texts, payload
+        return [h.node_text(n.node, self.metadata_mode) for n in nodes], payload
 
-    def _options(self, top_n: int) -> dict[str, Any]:
-        return {"top_n": top_n, "instruction": self.instruction, "score_threshold": self.score_threshold}
+    def _options(self, count: int, instruction: str | None) -> dict[str, Any]:
+        # Every node from the core (its top_n=None would mean "the Reranker's default"); the
+        # caller keeps its own top_n.
+        return {"top_n": count, "instruction": instruction, "score_threshold": self.score_threshold}
 
-    def _finish(self, nodes: list[NodeWithScore], ranking: Ranking, event: Any) -> list[NodeWithScore]:
-        new_nodes = [NodeWithScore(node=self._copy_node(nodes[r.index]), score=r.score) for r in ranking]
-        event.on_end(payload={EventPayload.NODES: new_nodes, STATS_PAYLOAD_KEY: _stats(ranking.stats, len(nodes))})
+    def _finish(self, nodes: list[NodeWithScore], results: list[Any], stats: Any, event: Any) -> list[NodeWithScore]:
+        windows = self.reranker.long_documents == "window"
+        keep = self.keep_retrieval_score
+        new_nodes = [h.scored_copy(nodes[r.index], r, keep_retrieval_score=keep, windows=windows) for r in results]
+        event.on_end(payload={EventPayload.NODES: new_nodes, STATS_PAYLOAD_KEY: h.stats_payload(stats, len(nodes))})
+        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
         return new_nodes
-
-    def _copy_node(self, scored: NodeWithScore) -> Any:
-        # A copy with its own metadata and exclusion lists: nothing the caller holds changes, and
-        # nothing done later to the results reaches the caller's nodes.
-        node = scored.node
-        metadata = copy.deepcopy(node.metadata)
-        llm_excluded = list(node.excluded_llm_metadata_keys)
-        embed_excluded = list(node.excluded_embed_metadata_keys)
-        if self.keep_retrieval_score:
-            metadata[RETRIEVAL_SCORE_KEY] = scored.score
-            # The score is bookkeeping: keep it out of the text the LLM and embeddings see.
-            for excluded in (llm_excluded, embed_excluded):
-                if RETRIEVAL_SCORE_KEY not in excluded:
-                    excluded.append(RETRIEVAL_SCORE_KEY)
-        return node.model_copy(
-            update={
-                "metadata": metadata,
-                "excluded_llm_metadata_keys": llm_excluded,
-                "excluded_embed_metadata_keys": embed_excluded,
-                "relationships": dict(node.relationships),
-            }
-        )
-
-
-def _query(query_bundle: QueryBundle | None) -> str:
-    if query_bundle is None or query_bundle.query_str is None:
-        raise ValueError(
-            "Qwen3Rerank needs the query: call postprocess_nodes(nodes, query_str='...') or pass "
-            "query_bundle=QueryBundle('...') (query engines pass it for you)"
-        )
-    if not isinstance(query_bundle.query_str, str):
-        raise TypeError(f"query_str must be a str, got {type(query_bundle.query_str).__name__}")
-    return query_bundle.query_str
-
-
-def _stats(stats: RerankStats, documents: int) -> dict[str, Any]:
-    return {
-        "pairs": stats.pairs,
-        "tokens": stats.tokens,
-        "truncated": stats.truncated,
-        "seconds": stats.seconds,
-        "engine": stats.engine,
-        "documents": documents,
-    }
