@@ -164,7 +164,7 @@ def test_remote_engine_from_the_environment_contacts_nothing(
     try:
         assert engine.base_urls == ("http://10.0.0.5:8000",)
         assert engine.model == "org/served"
-        assert engine._api_key.get() == "sk-env"
+        assert engine._requester.headers().get("Authorization") == "Bearer sk-env"
     finally:
         built.close()
     assert requests == []
