@@ -23,7 +23,7 @@ DOCS = [
 
 
 def sequences(reranker, queries, docs, instruction=None):
-    plan = reranker._plan(queries, [docs] * len(queries), instruction)
+    plan = reranker.plan(queries, [docs] * len(queries), instruction=instruction)
     return [p.input_ids for p in plan.pairs]
 
 
@@ -39,7 +39,7 @@ def test_parity_with_official_formula(kind, reuse_prefix, tiny_model, tiny_seq_c
     seqs = sequences(reranker, QUERIES, DOCS)
     assert len({len(s) for s in seqs}) > 3  # mixed lengths, padding needed
     expected = reference_scores(tiny_model, seqs)  # the causal LM's full logits, always
-    got = engine.score(reranker._plan(QUERIES, [DOCS] * 2, None).pairs).scores
+    got = engine.score(reranker.plan(QUERIES, [DOCS] * 2).pairs).scores
     assert got == pytest.approx(expected, abs=1e-5)
     # And through the Reranker: each result carries its own pair's score.
     rankings = reranker.rerank_many(QUERIES, [DOCS, DOCS])
@@ -136,7 +136,7 @@ def test_auto_prefix_reuse_follows_the_saved_share(tiny_model, monkeypatch):
     long = [f"document {i} " + "words and more words " * 30 for i in range(20)]
     for docs, expect_prefix_path in ((short, True), (long, False)):
         calls.clear()
-        pairs = reranker._plan(QUERIES, [docs] * 2, None).pairs
+        pairs = reranker.plan(QUERIES, [docs] * 2).pairs
         share = te._saved_share(te.prefix_groups(pairs), pairs)
         assert (share >= 0.5) is expect_prefix_path
         got = engine.score(pairs).scores
