@@ -29,13 +29,10 @@ from qwen3_rerank.engines.transformers_engine import TransformersEngine
 
 
 def pair_lengths(encoder: PairEncoder, queries, docs, max_length=8192) -> list[int]:
-    out = []
-    for qids, ds in zip(encoder.encode_queries(queries, None), docs):
-        dids = encoder.encode_documents(ds)
-        qids, _ = encoder.fit_query(qids, max(len(d) for d in dids), max_length)
-        pairs, _ = encoder.build(qids, dids, max_length=max_length)
-        out.extend(len(p.input_ids) for p in pairs)
-    return out
+    plan = encoder.plan(queries, docs, max_length=max_length)
+    # Every (query, document) sequence, repeats included: the workload as the engine would see it
+    # without the core's deduplication.
+    return [len(plan.pairs[k].input_ids) for q in plan.queries for d in q.planned for k in d.sequences]
 
 
 class Bench:

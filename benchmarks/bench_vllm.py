@@ -189,13 +189,9 @@ def main() -> None:
 
 
 def plan(encoder, queries, docs, max_length=8192) -> list[list[int]]:
-    out = []
-    for qids, ds in zip(encoder.encode_queries(queries, None), docs):
-        dids = encoder.encode_documents(ds)
-        qids, _ = encoder.fit_query(qids, max(len(d) for d in dids), max_length)
-        pairs, _ = encoder.build(qids, dids, max_length=max_length)
-        out.extend(p.input_ids for p in pairs)
-    return out
+    p = encoder.plan(queries, docs, max_length=max_length)
+    # Every (query, document) sequence, repeats included: the workload without deduplication.
+    return [p.pairs[k].input_ids for q in p.queries for d in q.planned for k in d.sequences]
 
 
 if __name__ == "__main__":

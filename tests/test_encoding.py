@@ -50,9 +50,11 @@ def random_texts(n, seed=0):
 def test_split_encoding_equals_the_model_cards_single_string(enc, hf_tokenizer):
     queries = random_texts(40, seed=1)
     docs = random_texts(40, seed=2)
-    for q, d in zip(queries, docs):
-        pairs, _ = enc.build(enc.encode_queries([q], None)[0], enc.encode_documents([d]), max_length=8192)
-        assert pairs[0].input_ids == official_ids(hf_tokenizer, q, d), (q, d)
+    instructions = [None] + random_texts(39, seed=3)
+    for q, d, instr in zip(queries, docs, instructions):
+        pairs, _ = enc.build(enc.encode_queries([q], instr)[0], enc.encode_documents([d]), max_length=8192)
+        assert pairs[0].input_ids == official_ids(hf_tokenizer, q, d, instr), (q, d, instr)
+        assert enc.plan([q], [[d]], instruction=instr, max_length=8192).pairs[0].input_ids == pairs[0].input_ids
 
 
 def test_custom_instruction_reaches_the_ids(enc, hf_tokenizer):
@@ -79,26 +81,93 @@ def test_short_document_is_not_marked_truncated(enc):
     assert not plan[0].truncated and len(pairs[0].input_ids) < 300
 
 
-def test_long_query_is_cut_to_half_keeping_newline_and_document(enc):
-    q_ids = enc.encode_queries(["term " * 2000], None)[0]
-    d_ids = enc.encode_documents(["doc " * 2000])
-    fitted, cut = enc.fit_query(q_ids, len(d_ids[0]), 400)
-    assert cut and fitted[-len(enc.newline_ids) :] == enc.newline_ids
+def _query_part(enc, pair):
+    """The instruction + query ids of a pair (between the system prefix and the document)."""
+    return pair.input_ids[len(enc.prefix_ids) : pair.query_length]
+
+
+def test_long_query_is_cut_to_half_keeping_labels_newline_and_document(enc, tok):
+    plan = enc.plan(["term " * 2000], [["doc " * 2000]], max_length=400)
+    (pair,) = plan.pairs
+    (query,) = plan.queries
+    assert query.query_truncated and query.instruction_truncated and query.planned[0].truncated
+    part = _query_part(enc, pair)
     room = 400 - len(enc.prefix_ids) - len(enc.suffix_ids)
-    assert len(fitted) == room // 2
-    pairs, plan = enc.build(fitted, d_ids, max_length=400)
-    assert len(pairs[0].input_ids) == 400 and plan[0].truncated
-    assert pairs[0].input_ids[-len(enc.suffix_ids) :] == enc.suffix_ids
+    assert len(part) == room // 2 and part[-len(enc.newline_ids) :] == enc.newline_ids
+    # The instruction went first, down to its bare label; the query keeps its label.
+    text = tok.decode(part)
+    assert text.startswith("<Instruct>:\n<Query>: term term")
+    assert len(pair.input_ids) == 400 and pair.input_ids[-len(enc.suffix_ids) :] == enc.suffix_ids
 
 
 def test_long_query_with_short_document_keeps_more_query(enc):
-    q_ids = enc.encode_queries(["term " * 2000], None)[0]
-    d_ids = enc.encode_documents(["tiny"])
-    fitted, cut = enc.fit_query(q_ids, len(d_ids[0]), 400)
-    pairs, plan = enc.build(fitted, d_ids, max_length=400)
+    plan = enc.plan(["term " * 2000], [["tiny"]], max_length=400)
+    (pair,) = plan.pairs
     room = 400 - len(enc.prefix_ids) - len(enc.suffix_ids)
-    assert cut and len(fitted) > room // 2 and not plan[0].truncated
-    assert 400 - len(pairs[0].input_ids) < 16  # the short document's unused reserve only
+    assert plan.queries[0].query_truncated and len(_query_part(enc, pair)) > room // 2
+    assert not plan.queries[0].planned[0].truncated
+    assert 400 - len(pair.input_ids) < 16  # the short document's unused reserve only
+
+
+def test_long_instruction_is_cut_before_the_query(enc, tok):
+    """Issue: with a 700-token instruction and max_length=512, cutting the query part from its end
+    removed the whole ``<Query>: …`` line, so different queries got identical sequences (and
+    scores) while nothing said truncated. The instruction is now cut first."""
+    instruction = "Judge relevance carefully. " * 175
+    assert len(tok.encode_plain([instruction])[0]) >= 700
+    plan = enc.plan(["capital of France", "capital of Spain"], [["Paris."], ["Paris."]],
+                    instruction=instruction, max_length=512)  # fmt: skip
+    first, second = plan.pairs
+    assert first.input_ids != second.input_ids
+    for pair, query in zip(plan.pairs, plan.queries):
+        assert query.instruction_truncated and not query.query_truncated
+        text = tok.decode(_query_part(enc, pair))
+        assert text.startswith("<Instruct>: Judge relevance carefully.")
+        assert text.endswith(f"\n<Query>: {query.query}\n")
+        assert len(pair.input_ids) <= 512
+    assert 512 - len(first.input_ids) < 16  # the short document's unused reserve only
+
+
+def test_query_part_that_fits_is_never_cut(enc):
+    plan = enc.plan(["q"], [["word " * 5000]], instruction="Find it", max_length=300)
+    query = plan.queries[0]
+    assert not query.instruction_truncated and not query.query_truncated and query.planned[0].truncated
+
+
+def test_identical_sequences_are_planned_once(enc):
+    plan = enc.plan(["q", "q", "other"], [["a", "b", "a"], ["b"], ["a"]], max_length=300)
+    assert len(plan.pairs) == 3  # (q, a), (q, b), (other, a)
+    first, second, third = plan.queries
+    assert [d.sequences for d in first.planned] == [(0,), (1,), (0,)]
+    assert [d.sequences for d in second.planned] == [(1,)] and [d.sequences for d in third.planned] == [(2,)]
+    assert (first.pairs, first.duplicates, second.pairs, second.duplicates) == (2, 1, 0, 1)
+    assert first.tokens == sum(len(p.input_ids) for p in plan.pairs[:2]) and second.tokens == 0
+    assert plan.tokens == sum(q.tokens for q in plan.queries)
+
+
+def test_plan_of_no_documents_tokenizes_nothing(enc):
+    plan = enc.plan(["q", "r"], [[], []], max_length=300)
+    assert plan.pairs == [] and [q.query for q in plan.queries] == ["q", "r"]
+
+
+@pytest.mark.parametrize(
+    "queries,documents,instruction,message",
+    [
+        (["ok"], [["fine", "bad \ud800 text"]], None, r"document 1 contains a lone surrogate '\\ud800' at character 4"),
+        (["a", "b\udfff"], [["x"], ["y"]], None, "query 1 contains a lone surrogate"),
+        (["a", "b"], [["x"], ["y", "\ud83d"]], None, "document 1 of query 1 contains a lone surrogate"),
+        (["a"], [["x"]], "find \ud800", "the instruction contains a lone surrogate"),
+    ],
+)
+def test_lone_surrogate_is_a_clear_error_before_tokenizing(enc, queries, documents, instruction, message):
+    with pytest.raises(ValueError, match=message) as info:
+        enc.plan(queries, documents, instruction=instruction, max_length=300)
+    assert "text.encode('utf-8', 'replace').decode()" in str(info.value)
+
+
+def test_valid_non_ascii_text_passes(enc):
+    plan = enc.plan(["数据 🙂"], [["é e\u0301 — ’"]], max_length=300)
+    assert len(plan.pairs) == 1
 
 
 def test_max_length_too_small_is_a_clear_error(enc):
@@ -138,7 +207,7 @@ def test_windows_cover_the_document_with_overlap(enc):
     d_ids = enc.encode_documents([doc])
     q_ids = enc.encode_queries(["q"], None)[0]
     pairs, plan = enc.build(q_ids, d_ids, max_length=300, windows=True, window_overlap=32)
-    assert plan[0].count == len(pairs) > 1 and not plan[0].truncated
+    assert len(plan[0].sequences) == len(pairs) > 1 and not plan[0].truncated
     body = d_ids[0][len(enc.header_ids) :]
     head = len(enc.prefix_ids) + len(q_ids) + len(enc.header_ids)
     chunks = [p.input_ids[head : -len(enc.suffix_ids)] for p in pairs]

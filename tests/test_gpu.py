@@ -72,7 +72,7 @@ def formula_scores(model_dir, sequences) -> list[float]:
 
 
 def _plan(reranker, queries, docs):
-    return reranker._plan(queries, [docs] * len(queries), None).pairs
+    return reranker.plan(queries, [docs] * len(queries)).pairs
 
 
 def _fp32_parity(engine, model_dir, n_docs=12):

@@ -16,7 +16,7 @@ def test_exported_members_are_pinned():
     assert set(qwen3_rerank.__all__) == {
         "AuthenticationError", "ConfigurationError", "EncodedPair", "EngineError", "EngineOutput",
         "InvalidScoreError", "MissingDependencyError", "PairEncoder", "Qwen3RerankError", "Qwen3Tokenizer",
-        "Ranking", "RemoteError", "RemoteTimeoutError", "RerankResult", "RerankStats", "Reranker",
+        "Ranking", "RemoteError", "RemoteTimeoutError", "RerankPlan", "RerankResult", "RerankStats", "Reranker",
         "TemplateMismatchError", "Tokenizer", "__version__",
     }  # fmt: skip
     for name in qwen3_rerank.__all__:

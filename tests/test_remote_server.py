@@ -124,13 +124,13 @@ def test_parity_with_embedded_engine_and_reference(
     got = remote.rerank(QUERY, DOCS)
     want = local.rerank(QUERY, DOCS)
     assert by_index(got) == pytest.approx(by_index(want), abs=1e-5)
-    pairs = local._plan([QUERY], [DOCS], None).pairs
+    pairs = local.plan([QUERY], [DOCS]).pairs
     assert by_index(got) == pytest.approx(reference_scores(tiny_model, [p.input_ids for p in pairs]), abs=1e-5)
     assert [r.index for r in got] == [r.index for r in want]
     assert engine.resolved_api == ("classify" if api == "auto" else api)
     assert engine.max_model_len == 2048 and remote.max_length == 512
     # usage reported by the server equals the tokens the core built (the guard's comparison)
-    out = engine.score(remote._plan([QUERY], [DOCS], None).pairs)
+    out = engine.score(remote.plan([QUERY], [DOCS]).pairs)
     assert out.prompt_tokens == sum(len(p.input_ids) for p in pairs)
     engine.close()
 
@@ -169,7 +169,7 @@ def test_injection_never_reaches_the_server_as_control_tokens(
         assert by_index(Reranker(text_engine, max_length=512).rerank(QUERY, docs)) == pytest.approx(neutral, abs=1e-5)
     # Without neutralisation the server would have read control tokens: it counts fewer tokens
     # than the plain encoding has, and the score moves.
-    pair = local._plan([QUERY], [[INJECTION]], None).pairs[0]
+    pair = local.plan([QUERY], [[INJECTION]]).pairs[0]
     text_1 = prompts.SYSTEM_PREFIX + prompts.format_query(QUERY)
     text_2 = prompts.format_document(INJECTION) + prompts.ASSISTANT_SUFFIX
     raw = httpx.post(vllm_server.base_url + "/score", json={"text_1": text_1, "text_2": [text_2]}, timeout=60).json()

@@ -174,7 +174,7 @@ def test_classify_payload_sends_exact_ids_and_never_truncate_prompt_tokens(tok: 
     server = FakeVLLM(tok)
     engine = engine_for(server, tok, api="classify", served_model_name="Qwen/Qwen3-Reranker-0.6B")
     reranker = Reranker(engine, max_length=96)
-    plan = reranker._plan(["q"], [["a long document " * 40, "short"]], None)
+    plan = reranker.plan(["q"], [["a long document " * 40, "short"]])
     reranker.rerank("q", ["a long document " * 40, "short"])
     body = server.bodies("/classify")[-1]
     assert body == {

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
+import time
+import warnings
 
 import pytest
 
-from qwen3_rerank import ConfigurationError, Reranker
+from qwen3_rerank import ConfigurationError, EngineError, Reranker
 from qwen3_rerank.testing import reference_scores
 
 QUERIES = ["what is the capital of France?", "how do vaccines work"]
@@ -23,7 +26,7 @@ DOCS = [
 
 
 def sequences(reranker, queries, docs, instruction=None):
-    plan = reranker._plan(queries, [docs] * len(queries), instruction)
+    plan = reranker.plan(queries, [docs] * len(queries), instruction=instruction)
     return [p.input_ids for p in plan.pairs]
 
 
@@ -39,7 +42,7 @@ def test_parity_with_official_formula(kind, reuse_prefix, tiny_model, tiny_seq_c
     seqs = sequences(reranker, QUERIES, DOCS)
     assert len({len(s) for s in seqs}) > 3  # mixed lengths, padding needed
     expected = reference_scores(tiny_model, seqs)  # the causal LM's full logits, always
-    got = engine.score(reranker._plan(QUERIES, [DOCS] * 2, None).pairs).scores
+    got = engine.score(reranker.plan(QUERIES, [DOCS] * 2).pairs).scores
     assert got == pytest.approx(expected, abs=1e-5)
     # And through the Reranker: each result carries its own pair's score.
     rankings = reranker.rerank_many(QUERIES, [DOCS, DOCS])
@@ -77,13 +80,13 @@ async def test_async_runs_off_the_event_loop(transformers_engine):
     reranker = Reranker(transformers_engine)
     loop_thread = threading.get_ident()
     seen = []
-    original = transformers_engine.score
+    original = transformers_engine._score
 
-    def spy(pairs):
+    def spy(pairs, cancel):
         seen.append(threading.get_ident())
-        return original(pairs)
+        return original(pairs, cancel)
 
-    transformers_engine.score = spy
+    transformers_engine._score = spy
     try:
         ticks = 0
 
@@ -94,10 +97,10 @@ async def test_async_runs_off_the_event_loop(transformers_engine):
                 await asyncio.sleep(0)
 
         task = asyncio.create_task(ticker())
-        out = await reranker.arerank("q", ["doc " * 200] * 16)
+        out = await reranker.arerank("q", [f"doc {i} " + "doc " * 200 for i in range(16)])
         task.cancel()
     finally:
-        del transformers_engine.score
+        del transformers_engine._score
     assert len(out) == 16 and seen and all(t != loop_thread for t in seen)
     assert ticks > 0
 
@@ -115,7 +118,6 @@ def test_unsupported_checkpoint_is_refused(tmp_path):
         TransformersEngine(tmp_path)
 
 
-
 def test_auto_prefix_reuse_follows_the_saved_share(tiny_model, monkeypatch):
     """``reuse_prefix="auto"`` takes the prefix path only when it saves enough of the call's
     tokens (half of them for a small model), and the scores are the official formula's either way."""
@@ -126,9 +128,9 @@ def test_auto_prefix_reuse_follows_the_saved_share(tiny_model, monkeypatch):
     calls = []
     real = te.TransformersEngine._logits_after_prefixes
 
-    def spy(self, prefixes, suffixes):
+    def spy(self, prefixes, suffixes, *rest):
         calls.append(len(suffixes))
-        return real(self, prefixes, suffixes)
+        return real(self, prefixes, suffixes, *rest)
 
     monkeypatch.setattr(te.TransformersEngine, "_logits_after_prefixes", spy)
     reranker = Reranker(engine, max_length=512)
@@ -136,7 +138,7 @@ def test_auto_prefix_reuse_follows_the_saved_share(tiny_model, monkeypatch):
     long = [f"document {i} " + "words and more words " * 30 for i in range(20)]
     for docs, expect_prefix_path in ((short, True), (long, False)):
         calls.clear()
-        pairs = reranker._plan(QUERIES, [docs] * 2, None).pairs
+        pairs = reranker.plan(QUERIES, [docs] * 2).pairs
         share = te._saved_share(te.prefix_groups(pairs), pairs)
         assert (share >= 0.5) is expect_prefix_path
         got = engine.score(pairs).scores
@@ -144,4 +146,115 @@ def test_auto_prefix_reuse_follows_the_saved_share(tiny_model, monkeypatch):
         assert got == pytest.approx(reference_scores(tiny_model, [p.input_ids for p in pairs]), abs=1e-5)
     with pytest.raises(ValueError, match="reuse_prefix"):
         te.TransformersEngine(tiny_model, device="cpu", reuse_prefix="sometimes")
+    engine.close()
+
+
+def _engine(tiny_model, **options):
+    from qwen3_rerank.engines.transformers_engine import TransformersEngine
+
+    return TransformersEngine(tiny_model, device="cpu", dtype="float32", **options)
+
+
+def _worker_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("qwen3-rerank-torch")]
+
+
+class _SlowBody:
+    """Wraps the engine's decoder: counts forward passes, sleeps in each, can raise on one."""
+
+    def __init__(self, inner, delay=0.0, interrupt_at=None):
+        self.inner, self.delay, self.interrupt_at, self.calls = inner, delay, interrupt_at, 0
+
+    def __call__(self, **kwargs):
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        time.sleep(self.delay)
+        return self.inner(**kwargs)
+
+
+def test_typed_engine_attributes(transformers_engine, tiny_model):
+    assert transformers_engine.model_name == str(tiny_model)
+    assert transformers_engine.dtype == "float32" and transformers_engine.max_model_len == 40960
+    assert "dtype='float32'" in repr(transformers_engine)
+
+
+async def test_closed_engine_raises_engine_error_and_starts_no_thread(tiny_model):
+    engine = _engine(tiny_model)
+    reranker = Reranker(engine)
+    before = set(_worker_threads())  # other engines' workers (the session engine's)
+    assert await reranker.arerank("q", ["a", "b"])  # starts this engine's worker thread
+    mine = set(_worker_threads()) - before
+    assert mine
+    engine.close()
+    engine.close()  # idempotent
+    assert not any(t.is_alive() for t in mine)
+    with pytest.raises(EngineError, match="is closed"):
+        reranker.rerank("q", ["a"])
+    with pytest.raises(EngineError, match="is closed"):
+        await reranker.arerank("q", ["a"])
+    with pytest.raises(EngineError, match="is closed"):
+        engine.logits([[1, 2, 3]])
+    assert set(_worker_threads()) == before and engine._executor is None
+    # A never-used engine closed and then awaited starts no thread either.
+    fresh = _engine(tiny_model)
+    fresh.close()
+    with pytest.raises(EngineError, match="is closed"):
+        await fresh.ascore(Reranker(engine).plan(["q"], [["a"]]).pairs)
+    assert set(_worker_threads()) == before and fresh._executor is None
+
+
+@pytest.mark.parametrize("reuse_prefix", [False, True], ids=["plain", "reuse_prefix"])
+async def test_cancelled_arerank_stops_between_batches(tiny_model, reuse_prefix):
+    engine = _engine(tiny_model, batch_size=1, reuse_prefix=reuse_prefix)
+    body = engine._body = _SlowBody(engine._body, delay=0.05)
+    reranker = Reranker(engine)
+    task = asyncio.create_task(reranker.arerank("q", [f"document {i}" for i in range(60)]))
+    while body.calls < 3:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    at_cancel = body.calls
+    started = time.perf_counter()
+    assert len(await reranker.arerank("q", ["one small document"])) == 1
+    elapsed = time.perf_counter() - started
+    # At most the batch in flight finished after the cancel, then the new call's one pass.
+    assert body.calls <= at_cancel + 2
+    assert elapsed < 1.5  # the remaining ~57 batches would take ~3 s
+    engine.close()
+
+
+def test_keyboard_interrupt_stops_the_sync_path_and_frees_the_engine(tiny_model):
+    engine = _engine(tiny_model, batch_size=1, reuse_prefix=False)
+    body = engine._body = _SlowBody(engine._body, interrupt_at=2)
+    reranker = Reranker(engine)
+    with pytest.raises(KeyboardInterrupt):
+        reranker.rerank("q", [f"document {i}" for i in range(10)])
+    assert body.calls == 2  # no batch after the interrupt
+    assert len(reranker.rerank("q", ["again"])) == 1 and body.calls == 3  # the lock was released
+    engine.close()
+
+
+def test_prefix_path_uses_the_current_cache_api_without_deprecation(tiny_model):
+    """transformers 5.24 renamed ``past_key_values`` to ``cache``; the old name warns there."""
+    import transformers
+
+    engine = _engine(tiny_model, reuse_prefix=True)
+    pairs = Reranker(engine).plan(QUERIES, [DOCS] * 2).pairs
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = engine.score(pairs).scores
+    finally:
+        logger.removeHandler(handler)
+    assert not [r.getMessage() for r in records if "deprecat" in r.getMessage()]
+    assert got == pytest.approx(reference_scores(tiny_model, [p.input_ids for p in pairs]), abs=1e-5)
+    major_minor = tuple(int(x) for x in transformers.__version__.split(".")[:2])
+    assert engine._cache_name == ("cache" if major_minor >= (5, 24) else "past_key_values")
     engine.close()

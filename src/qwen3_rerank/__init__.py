@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from ._encoding import PairEncoder
+from ._encoding import PairEncoder, RerankPlan
 from ._exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -43,6 +43,7 @@ __all__ = [
     "Ranking",
     "RemoteError",
     "RemoteTimeoutError",
+    "RerankPlan",
     "RerankResult",
     "RerankStats",
     "Reranker",

@@ -1,4 +1,14 @@
-"""The core :class:`Reranker`: validation, encoding, sorting and results, written once."""
+"""The core :class:`Reranker`: validation, planning, sorting and results, written once.
+
+A call runs in three steps shared by the sync and async methods:
+
+1. :meth:`Reranker._check` validates every argument (types, ``top_n``, ``score_threshold``, the
+   instruction, lone surrogates in any text) before anything is tokenized or sent;
+2. :meth:`PairEncoder.plan` builds the sequences (on a worker thread in the async API when the
+   engine's tokenizer may wait on I/O);
+3. the engine scores :attr:`RerankPlan.pairs` (``score`` or ``ascore``) and :meth:`Reranker._finish`
+   turns the log-odds into sorted :class:`Ranking` objects.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +16,31 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from ._encoding import PairEncoder, PlannedDocument
-from ._types import EncodedPair, EngineOutput, Ranking, RerankResult, RerankStats
+from ._encoding import LongDocuments, PairEncoder, PlannedQuery, RerankPlan, validate_texts
+from ._exceptions import EngineError
+from ._scores import probability
+from ._types import EngineOutput, Ranking, RerankResult, RerankStats
 from .engines import Engine, create_engine
 from .engines._base import validate_output
-from ._scores import probability
 
 __all__ = ["Reranker"]
 
 logger = logging.getLogger("qwen3_rerank")
 
 DEFAULT_MAX_LENGTH = 8192
-LongDocuments = Literal["truncate", "window"]
 
 
-@dataclass(slots=True)
-class _Group:
-    query: str
-    documents: list[str]
-    plan: list[PlannedDocument]
-    pairs: int
-    tokens: int
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One validated call: its texts and options, before planning."""
 
-
-@dataclass(slots=True)
-class _Plan:
-    groups: list[_Group]
-    pairs: list[EncodedPair]
+    queries: list[str]
+    documents: list[list[str]]
+    instruction: str | None
+    top_n: int | None
+    score_threshold: float | None
     started: float
 
 
@@ -48,12 +54,19 @@ class Reranker:
         model: Hub id or local path of the model, when ``engine`` is a name.
         instruction: Task instruction for every call (``None``: the model card's default).
         max_length: Most tokens in one scored sequence, template included (default 8192, the
-            model card's). Lowered automatically to the engine's own limit.
+            model card's). Lowered automatically to the engine's own limit, read from the engine
+            on first use (the constructor does no I/O of its own).
         top_n: Default number of results to return (``None``: all).
         long_documents: ``"truncate"`` (default) cuts a document that does not fit;
             ``"window"`` scores overlapping windows of it and keeps the best.
         window_overlap: Tokens shared by consecutive windows in ``"window"`` mode.
         **engine_options: Passed to the engine when ``engine`` is a name.
+
+    Every argument of a call is checked before anything is tokenized or scored. What does not
+    fit ``max_length`` is cut by the policy of :mod:`qwen3_rerank._encoding`: the document's end
+    first; the instruction, then the query, only when they would leave the document less than
+    half the room. A cut query is always reported (``ranking.stats.query_truncated`` and a
+    WARNING log).
 
     Example:
         >>> from qwen3_rerank import Reranker
@@ -76,12 +89,12 @@ class Reranker:
         **engine_options: Any,
     ) -> None:
         _check_top_n(top_n)
-        _check_instruction(instruction)
+        validate_texts([], [], instruction)
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length <= 0:
             raise ValueError(f"max_length must be a positive int, got {max_length!r}")
         if long_documents not in ("truncate", "window"):
             raise ValueError(f"long_documents must be 'truncate' or 'window', got {long_documents!r}")
-        if not isinstance(window_overlap, int) or window_overlap < 0:
+        if not isinstance(window_overlap, int) or isinstance(window_overlap, bool) or window_overlap < 0:
             raise ValueError(f"window_overlap must be an int >= 0, got {window_overlap!r}")
         if isinstance(engine, str):
             if model is not None:
@@ -104,11 +117,10 @@ class Reranker:
         self.top_n = top_n
         self.long_documents: LongDocuments = long_documents
         self.window_overlap = window_overlap
-        limit = self._engine.max_model_len
-        self.max_length = min(max_length, limit) if limit else max_length
-        if self.max_length < max_length:
-            logger.info("max_length lowered from %d to the engine's limit %d", max_length, self.max_length)
+        self._requested_max_length = max_length
+        self._max_length: int | None = None  # resolved against the engine's limit on first use
         self._encoder: PairEncoder | None = None
+        self._closed = False
 
     # -- public API --------------------------------------------------------------------------
     @property
@@ -117,13 +129,34 @@ class Reranker:
         return self._engine
 
     @property
+    def max_length(self) -> int:
+        """Most tokens in one sequence: the ``max_length`` asked for, lowered to the engine's
+        ``max_model_len`` (read on first use; for a remote engine this may ask the server)."""
+        if self._max_length is None:
+            requested = self._requested_max_length
+            limit = self._engine.max_model_len
+            effective = min(requested, limit) if limit else requested
+            if effective < requested:
+                logger.info("max_length lowered from %d to the engine's limit %d", requested, effective)
+            self._max_length = effective
+        return self._max_length
+
+    @property
     def encoder(self) -> PairEncoder:
         """The :class:`PairEncoder` built from the engine's tokenizer (created on first use)."""
         if self._encoder is None:
-            encoder = PairEncoder(self._engine.tokenizer)
-            encoder.check_max_length(self.max_length)
-            self._encoder = encoder
+            self._check_open()
+            self._encoder = PairEncoder(self._engine.tokenizer)
         return self._encoder
+
+    def plan(self, queries: Sequence[str], documents: Sequence[Sequence[str]], *, instruction: str | None = None) -> RerankPlan:
+        """The sequences :meth:`rerank_many` would send for these arguments, without scoring.
+
+        Uses this reranker's ``max_length``, ``long_documents``, ``window_overlap`` and
+        ``instruction`` (when ``instruction`` is ``None``); see :meth:`PairEncoder.plan`.
+        """
+        call = self._check(queries, documents, instruction, None, None)
+        return self._plan(call)
 
     def rerank(
         self,
@@ -144,12 +177,16 @@ class Reranker:
             score_threshold: Drop results whose P("yes") is below this value.
 
         Returns:
-            A :class:`Ranking` (a list of :class:`RerankResult`, ties in input order) with
-            ``.stats``. An empty ``documents`` gives an empty ranking without calling the engine.
+            A :class:`Ranking` (a list of :class:`RerankResult`, ties in input order: equal
+            documents get exactly the same score) with ``.stats``. An empty ``documents`` gives an
+            empty ranking without calling the engine.
+
+        Raises:
+            TypeError, ValueError: a bad argument, before any tokenization or engine work (a text
+                with a lone surrogate names its document index).
         """
-        plan = self._plan([query], [documents], instruction)
-        output = self._engine.score(plan.pairs) if plan.pairs else EngineOutput(logits=[])
-        return self._finish(plan, output, top_n, score_threshold)[0]
+        return self.rerank_many([query], [documents], top_n=top_n, instruction=instruction,
+                                score_threshold=score_threshold)[0]  # fmt: skip
 
     async def arerank(
         self,
@@ -161,9 +198,9 @@ class Reranker:
         score_threshold: float | None = None,
     ) -> Ranking:
         """Asynchronous :meth:`rerank` through the engine's real async path."""
-        plan = await self._aplan([query], [documents], instruction)
-        output = await self._engine.ascore(plan.pairs) if plan.pairs else EngineOutput(logits=[])
-        return self._finish(plan, output, top_n, score_threshold)[0]
+        rankings = await self.arerank_many([query], [documents], top_n=top_n, instruction=instruction,
+                                           score_threshold=score_threshold)  # fmt: skip
+        return rankings[0]
 
     def rerank_many(
         self,
@@ -177,11 +214,13 @@ class Reranker:
         """Rerank several queries, each with its own documents, in one engine call.
 
         ``documents[i]`` are the candidates of ``queries[i]``. Returns one :class:`Ranking` per
-        query, in the order of ``queries``.
+        query, in the order of ``queries``. A sequence that appears more than once in the call (an
+        equal query and document) is scored once.
         """
-        plan = self._plan(queries, documents, instruction)
+        call = self._check(queries, documents, instruction, top_n, score_threshold)
+        plan = self._plan(call)
         output = self._engine.score(plan.pairs) if plan.pairs else EngineOutput(logits=[])
-        return self._finish(plan, output, top_n, score_threshold)
+        return self._finish(call, plan, output)
 
     async def arerank_many(
         self,
@@ -193,14 +232,36 @@ class Reranker:
         score_threshold: float | None = None,
     ) -> list[Ranking]:
         """Asynchronous :meth:`rerank_many`."""
-        plan = await self._aplan(queries, documents, instruction)
+        call = self._check(queries, documents, instruction, top_n, score_threshold)
+        if self._engine.plan_may_block:
+            import asyncio  # not at module level: `import qwen3_rerank` stays light
+
+            # Tokenizing (and reading the engine's max_model_len) may wait on I/O.
+            plan = await asyncio.to_thread(self._plan, call)
+        else:
+            plan = self._plan(call)
         output = await self._engine.ascore(plan.pairs) if plan.pairs else EngineOutput(logits=[])
-        return self._finish(plan, output, top_n, score_threshold)
+        return self._finish(call, plan, output)
 
     def close(self) -> None:
-        """Close the engine if this reranker created it (an injected engine is left open)."""
+        """Release what this reranker owns: the engine if it created it (an injected engine is
+        left open) and its encoder. Idempotent; a closed reranker raises
+        :class:`~qwen3_rerank.EngineError` when used."""
+        if self._closed:
+            return
+        self._closed = True
+        self._encoder = None
         if self._owns_engine:
             self._engine.close()
+
+    async def aclose(self) -> None:
+        """Asynchronous :meth:`close` (closes an owned engine's async clients on this loop)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._encoder = None
+        if self._owns_engine:
+            await self._engine.aclose()
 
     def __enter__(self) -> Reranker:
         return self
@@ -208,149 +269,131 @@ class Reranker:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    async def __aenter__(self) -> Reranker:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
     def __repr__(self) -> str:
+        max_length = self._max_length if self._max_length is not None else self._requested_max_length
         return (
-            f"Reranker(engine={self._engine!r}, max_length={self.max_length}, top_n={self.top_n}, "
+            f"Reranker(engine={self._engine!r}, max_length={max_length}, top_n={self.top_n}, "
             f"long_documents={self.long_documents!r})"
         )
 
-    # -- shared sync/async helpers ----------------------------------------------------------
-    async def _aplan(self, queries: Sequence[str], documents: Sequence[Sequence[str]], instruction: str | None) -> _Plan:
-        """:meth:`_plan` for the async API: on a worker thread when tokenizing may wait on I/O."""
-        if self._engine.plan_may_block:
-            import asyncio  # not at module level: `import qwen3_rerank` stays light
+    # -- the steps shared by sync and async ---------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineError("this Reranker is closed; create a new one to rerank again")
 
-            return await asyncio.to_thread(self._plan, queries, documents, instruction)
-        return self._plan(queries, documents, instruction)
-
-    def _plan(self, queries: Sequence[str], documents: Sequence[Sequence[str]], instruction: str | None) -> _Plan:
+    def _check(
+        self,
+        queries: Sequence[str],
+        documents: Sequence[Sequence[str]],
+        instruction: str | None,
+        top_n: int | None,
+        score_threshold: float | None,
+    ) -> _Call:
+        """Every argument, checked before any tokenization or engine work."""
         started = time.perf_counter()
-        _check_instruction(instruction)
-        if isinstance(queries, str) or not isinstance(queries, Sequence):
-            raise TypeError(f"queries must be a list of str, got {type(queries).__name__}")
-        if isinstance(documents, str) or not isinstance(documents, Sequence) or len(documents) != len(queries):
-            raise ValueError(
-                "documents must be a list with one list of documents per query "
-                f"(got {len(queries)} queries and {_describe(documents)})"
-            )
-        for qi, query in enumerate(queries):
-            if query is None:
-                raise ValueError("query is missing: pass the search query as a str")
-            if not isinstance(query, str):
-                raise TypeError(f"query {qi} must be a str, got {type(query).__name__}")
-        doc_lists = [_check_documents(docs) for docs in documents]
-        instruction = self.instruction if instruction is None else instruction
-        if not any(doc_lists):
-            return _Plan([_Group(q, [], [], 0, 0) for q in queries], [], started)
-
-        encoder = self.encoder
-        active = [i for i, docs in enumerate(doc_lists) if docs]
-        query_ids = encoder.encode_queries([queries[i] for i in active], instruction)
-        flat_docs = [d for i in active for d in doc_lists[i]]
-        flat_ids = encoder.encode_documents(flat_docs)
-        windows = self.long_documents == "window"
-
-        groups: list[_Group] = [_Group(q, [], [], 0, 0) for q in queries]
-        pairs: list[EncodedPair] = []
-        offset = 0
-        for qids, i in zip(query_ids, active):
-            docs = doc_lists[i]
-            doc_ids = flat_ids[offset : offset + len(docs)]
-            offset += len(docs)
-            fitted, query_cut = encoder.fit_query(qids, max(len(d) for d in doc_ids), self.max_length)
-            if query_cut:
-                logger.warning("query %d was cut to fit max_length=%d", i, self.max_length)
-            group_pairs, plan = encoder.build(
-                fitted,
-                doc_ids,
-                max_length=self.max_length,
-                group=i,
-                windows=windows,
-                window_overlap=self.window_overlap,
-            )
-            base = len(pairs)
-            plan = [PlannedDocument(base + p.first, p.count, p.truncated) for p in plan]
-            pairs.extend(group_pairs)
-            groups[i] = _Group(queries[i], docs, plan, len(group_pairs), sum(len(p.input_ids) for p in group_pairs))
-        return _Plan(groups, pairs, started)
-
-    def _finish(
-        self, plan: _Plan, output: EngineOutput, top_n: int | None, score_threshold: float | None
-    ) -> list[Ranking]:
+        self._check_open()
         _check_top_n(top_n)
-        if score_threshold is not None and not (isinstance(score_threshold, (int, float)) and 0.0 <= score_threshold <= 1.0):
+        if score_threshold is not None and (
+            isinstance(score_threshold, bool)
+            or not isinstance(score_threshold, (int, float))
+            or not 0.0 <= score_threshold <= 1.0
+        ):
             raise ValueError(f"score_threshold must be a probability in [0, 1] or None, got {score_threshold!r}")
-        top_n = self.top_n if top_n is None else top_n
+        queries, doc_lists = validate_texts(queries, documents, instruction)
+        return _Call(
+            queries=queries,
+            documents=doc_lists,
+            instruction=self.instruction if instruction is None else instruction,
+            top_n=self.top_n if top_n is None else top_n,
+            score_threshold=score_threshold,
+            started=started,
+        )
+
+    def _plan(self, call: _Call) -> RerankPlan:
+        if not any(call.documents):  # nothing to score: no tokenizer, no engine
+            empty = [PlannedQuery(query=q, documents=(), planned=()) for q in call.queries]
+            return RerankPlan(pairs=[], queries=empty, max_length=self._requested_max_length)
+        plan = self.encoder.plan(
+            call.queries,
+            call.documents,
+            instruction=call.instruction,
+            max_length=self.max_length,
+            long_documents=self.long_documents,
+            window_overlap=self.window_overlap,
+        )
+        cut = [i for i, q in enumerate(plan.queries) if q.query_truncated]
+        if cut:
+            logger.warning(
+                "the query was cut to fit max_length=%d (queries %s): its scores ignore the query's end; "
+                "raise max_length or shorten the query or the instruction",
+                plan.max_length,
+                cut,
+            )
+        if any(q.instruction_truncated for q in plan.queries):
+            logger.warning(
+                "the instruction was cut to fit max_length=%d; raise max_length or shorten the instruction",
+                plan.max_length,
+            )
+        return plan
+
+    def _finish(self, call: _Call, plan: RerankPlan, output: EngineOutput) -> list[Ranking]:
         logits = validate_output(output, len(plan.pairs), self._engine.name)
-        seconds = time.perf_counter() - plan.started
+        seconds = time.perf_counter() - call.started
         rankings: list[Ranking] = []
-        for group in plan.groups:
+        for query in plan.queries:
             results: list[RerankResult] = []
-            for index, (doc, planned) in enumerate(zip(group.documents, group.plan)):
-                span = range(planned.first, planned.first + planned.count)
-                best = max(span, key=lambda k: logits[k])  # first best on ties
+            for index, (doc, planned) in enumerate(zip(query.documents, query.planned)):
+                seqs = planned.sequences
+                best = max(range(len(seqs)), key=lambda k: logits[seqs[k]])  # first best on ties
+                logit = logits[seqs[best]]
                 results.append(
                     RerankResult(
                         index=index,
                         document=doc,
-                        score=probability(logits[best]),
-                        logit=logits[best],
+                        score=probability(logit),
+                        logit=logit,
                         truncated=planned.truncated,
-                        num_tokens=len(plan.pairs[best].input_ids),
-                        window=(best - planned.first) if planned.count > 1 else None,
-                        num_windows=planned.count,
+                        num_tokens=len(plan.pairs[seqs[best]].input_ids),
+                        window=best if len(seqs) > 1 else None,
+                        num_windows=len(seqs),
                     )
                 )
             # Sorting by log-odds keeps the order exact where probabilities round to 1.0; the
             # sort is stable, so ties keep input order.
             results.sort(key=lambda r: -r.logit)
-            if score_threshold is not None:
-                results = [r for r in results if r.score >= score_threshold]
-            if top_n is not None:
-                results = results[:top_n]
+            if call.score_threshold is not None:
+                results = [r for r in results if r.score >= call.score_threshold]
+            if call.top_n is not None:
+                results = results[: call.top_n]
             stats = RerankStats(
-                pairs=group.pairs,
-                tokens=group.tokens,
-                truncated=sum(p.truncated for p in group.plan),
+                pairs=query.pairs,
+                tokens=query.tokens,
+                truncated=sum(p.truncated for p in query.planned),
                 seconds=seconds,
                 engine=self._engine.name,
+                query_truncated=query.query_truncated,
+                instruction_truncated=query.instruction_truncated,
+                duplicates=query.duplicates,
             )
             rankings.append(Ranking(results, stats))
         if plan.pairs:
             logger.debug(
                 "reranked %d queries: %d sequences, %d tokens, %d truncated, %.3fs",
-                len(plan.groups),
+                len(plan.queries),
                 len(plan.pairs),
-                sum(g.tokens for g in plan.groups),
+                plan.tokens,
                 sum(r.stats.truncated for r in rankings),
                 seconds,
             )
         return rankings
 
 
-def _describe(value: object) -> str:
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return f"{len(value)} document lists"
-    return type(value).__name__
-
-
-def _check_documents(documents: Sequence[str]) -> list[str]:
-    if documents is None:
-        raise ValueError("documents is missing: pass a list of str (an empty list is fine)")
-    if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
-        raise TypeError(f"documents must be a list of str, got {type(documents).__name__}")
-    docs = list(documents)
-    for i, d in enumerate(docs):
-        if not isinstance(d, str):
-            raise TypeError(f"document {i} must be a str, got {type(d).__name__}; pass the document's text")
-    return docs
-
-
 def _check_top_n(top_n: int | None) -> None:
     if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n <= 0):
         raise ValueError(f"top_n must be a positive int or None (all results), got {top_n!r}")
-
-
-def _check_instruction(instruction: str | None) -> None:
-    if instruction is not None and not isinstance(instruction, str):
-        raise TypeError(f"instruction must be a str or None (the default instruction), got {type(instruction).__name__}")

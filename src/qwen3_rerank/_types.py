@@ -19,6 +19,8 @@ class RerankResult:
         score: P("yes") in [0, 1]: the model's probability that the document meets the query.
         logit: The log-odds ``log(P(yes) / P(no))`` (the "yes" logit minus the "no" logit).
         truncated: True if part of the document did not fit in ``max_length`` and was not scored.
+            About the document only: a cut query or instruction is reported in
+            :attr:`RerankStats.query_truncated` / :attr:`RerankStats.instruction_truncated`.
         num_tokens: Tokens of the scored sequence (the best window's for windowed documents).
         window: For ``long_documents="window"``, which window (0-based) gave the score; ``None``
             when the document fit in one sequence or was truncated.
@@ -40,11 +42,22 @@ class RerankStats:
     """What one rerank call did (per query for ``rerank_many``; seconds cover the whole call).
 
     Attributes:
-        pairs: Sequences sent to the engine (windows count one each).
+        pairs: Sequences sent to the engine for this query (windows count one each). Identical
+            sequences in one call are sent once: a sequence equal to one already sent (an equal
+            document, or the same pair under an equal earlier query of ``rerank_many``) is not
+            counted again but in ``duplicates``. Summed over a call's queries: exactly what the
+            engine scored.
         tokens: Tokens in those sequences.
         truncated: Documents that were cut to fit ``max_length``.
         seconds: Wall time of the call, tokenization and scoring included.
         engine: Name of the engine that scored.
+        query_truncated: The query itself was cut (from its end) to fit ``max_length``: its scores
+            ignore the end of the query (a WARNING is logged too). Raise ``max_length`` or shorten
+            the query or the instruction.
+        instruction_truncated: The instruction was cut (from its end) to fit ``max_length``; the
+            instruction is cut before the query is.
+        duplicates: Sequences identical to one already sent in the call: scored once, their
+            documents share that score exactly (so equal documents keep their input order).
     """
 
     pairs: int = 0
@@ -52,6 +65,9 @@ class RerankStats:
     truncated: int = 0
     seconds: float = 0.0
     engine: str = ""
+    query_truncated: bool = False
+    instruction_truncated: bool = False
+    duplicates: int = 0
 
 
 class Ranking(list):  # type: ignore[type-arg]

@@ -23,17 +23,33 @@ class Engine(abc.ABC):
     Subclasses implement :meth:`score` and a *really* asynchronous :meth:`ascore` (an async HTTP
     client, an async engine, or a dedicated worker thread for compute-bound local models; never
     the sync method called on the event loop).
+
+    Every engine provides the typed attributes below (callers never probe with ``getattr``).
+
+    Closed contract: :meth:`close` releases everything the engine owns (model memory, worker
+    threads, sync and async clients) and is idempotent; any :meth:`score` / :meth:`ascore` after it
+    raises :class:`~qwen3_rerank.EngineError` saying the engine is closed (it never reopens
+    silently, never fails with an unrelated ``TypeError``/``AttributeError``, and starts no thread).
     """
 
     name: ClassVar[str] = "engine"
+    """Short engine name (``"transformers"``, ``"vllm"``, ``"remote"``), reported in ``RerankStats``."""
 
-    #: The longest sequence the engine accepts, if it knows (``None``: only ``max_length`` applies).
+    model_name: str = ""
+    """The model id or path, or the server's served model name; ``""`` if unknown."""
+
+    dtype: str | None = None
+    """The weights' dtype as a name (``"float32"``, ``"bfloat16"``, ``"float16"``); ``None`` if
+    unknown (e.g. a remote server that does not say)."""
+
     max_model_len: int | None = None
+    """The longest sequence the engine accepts, if it knows (``None``: only ``max_length``
+    applies). May be a property that asks a server on first read: the core reads it lazily."""
 
-    #: Whether building a call's token ids may wait on I/O (a tokenizer still to be fetched, or
-    #: one that tokenizes over HTTP). The async API then builds them on a worker thread, so the
-    #: caller's event loop never waits on that I/O.
     plan_may_block: bool = False
+    """Whether building a call's token ids may wait on I/O (a tokenizer still to be fetched, or
+    one that tokenizes over HTTP). The async API then builds them on a worker thread, so the
+    caller's event loop never waits on that I/O."""
 
     @property
     @abc.abstractmethod
@@ -42,16 +58,20 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def score(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
-        """Score every pair; P("yes") in the same order."""
+        """Score every pair; the log-odds of "yes" in the same order (:class:`EngineOutput`)."""
 
     @abc.abstractmethod
     async def ascore(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
         """Asynchronous :meth:`score`."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
-        """Release the engine's resources (model memory, connections)."""
+        """Release everything the engine owns (model memory, threads, connections); idempotent.
+
+        After it, :meth:`score` and :meth:`ascore` raise :class:`~qwen3_rerank.EngineError`.
+        """
 
     async def aclose(self) -> None:
+        """Asynchronous :meth:`close` (engines with async clients close them on the caller's loop)."""
         self.close()
 
     def __enter__(self) -> Engine:

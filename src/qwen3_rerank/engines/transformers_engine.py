@@ -24,6 +24,19 @@ plain path. ``reuse_prefix="auto"`` (the default) turns it on for a call when th
 saves is large enough to pay for the cached-attention path, a rule set from the H100 measurements
 in benchmarks/RESULTS.md: at least half of the call's tokens for small models (hidden size under
 2,560, i.e. 0.6B), at least 15 % for 4B and 8B.
+
+The prefix path passes the key/value cache under the name the installed transformers uses
+(``cache`` from 5.24 on, ``past_key_values`` before), read from the model's ``forward`` signature,
+so no deprecation warning shows on either.
+
+Async calls and cancellation: :meth:`TransformersEngine.ascore` runs on the engine's own worker
+thread (one call at a time). Cancelling the awaiting task sets a flag that the worker checks
+before every batch, so a cancelled call stops after the batch in flight and the next call does
+not wait behind the rest of it. A sync :meth:`~TransformersEngine.score` on the main thread stops
+on ``KeyboardInterrupt`` after the batch in flight and releases the engine.
+
+Closing: :meth:`TransformersEngine.close` waits for the call in flight, stops the worker thread and
+drops the model; it is idempotent, and any later call raises :class:`~qwen3_rerank.EngineError`.
 """
 
 from __future__ import annotations
@@ -38,7 +51,7 @@ from typing import Any
 
 from .. import prompts
 from .._devices import auto_device, auto_dtype, quiet_transformers
-from .._exceptions import ConfigurationError, missing_dependency
+from .._exceptions import ConfigurationError, EngineError, missing_dependency
 from .._tokenizer import Qwen3Tokenizer
 from .._types import EncodedPair, EngineOutput
 from .._checkpoint import CAUSAL, SEQ_CLS, read_architecture
@@ -104,22 +117,25 @@ class TransformersEngine(Engine):
         if self.device.startswith("npu"):
             import torch_npu  # noqa: F401  (registers the NPU backend)
         if isinstance(dtype, str):
-            self.dtype = auto_dtype(self.device) if dtype == "auto" else getattr(torch, dtype)
+            torch_dtype = auto_dtype(self.device) if dtype == "auto" else getattr(torch, dtype)
         else:
-            self.dtype = dtype
+            torch_dtype = dtype
+        #: The weights' dtype by name ("float32", "bfloat16", "float16").
+        self.dtype: str | None = str(torch_dtype).removeprefix("torch.")
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_model_len = int(config.get("max_position_embeddings") or 0) or None
         self._tokenizer = Qwen3Tokenizer.from_pretrained(model, revision=revision)
         yes = self._tokenizer.token_id(prompts.YES_TOKEN)
         no = self._tokenizer.token_id(prompts.NO_TOKEN)
-        kwargs: dict[str, Any] = {"dtype": self.dtype, "revision": revision}
+        kwargs: dict[str, Any] = {"dtype": torch_dtype, "revision": revision}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
         loader = AutoModelForCausalLM if self.architecture == CAUSAL else AutoModelForSequenceClassification
         with quiet_transformers():
             net = loader.from_pretrained(str(model), **kwargs).to(self.device).eval()
         self._body = net.base_model  # the decoder stack with its final norm, no head
+        self._cache_name = _cache_argument(self._body)
         with torch.no_grad():
             if self.architecture == CAUSAL:
                 head = net.get_output_embeddings().weight
@@ -139,7 +155,9 @@ class TransformersEngine(Engine):
         self.reuse_prefix: bool | str = reuse_prefix
         # "auto": the least share of a call's tokens that prefix reuse must save (measured).
         self._auto_prefix_share = 0.5 if int(config.get("hidden_size") or 0) < 2560 else 0.15
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one forward pass at a time
+        self._state = threading.Lock()  # guards _closed and _executor
+        self._closed = False
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     @property
@@ -147,25 +165,54 @@ class TransformersEngine(Engine):
         return self._tokenizer
 
     def __repr__(self) -> str:
-        return f"TransformersEngine(model={self.model_name!r}, device={self.device!r}, dtype={self.dtype})"
+        return f"TransformersEngine(model={self.model_name!r}, device={self.device!r}, dtype={self.dtype!r})"
 
     def score(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
-        groups = prefix_groups(pairs) if self.reuse_prefix else {}
-        if self.reuse_prefix == "auto" and _saved_share(groups, pairs) < self._auto_prefix_share:
-            groups = {}
-        shared = {prefix: members for prefix, members in groups.items() if len(members) >= 2}
-        logits = self._score_with_prefixes(pairs, shared) if shared else self.logits([p.input_ids for p in pairs])
-        return EngineOutput(logits=logits)
+        self._check_open()
+        return self._score(pairs, None)
 
     async def ascore(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
         # The forward pass is compute-bound and releases the GIL: it runs on this engine's own
         # worker thread so the event loop stays free; calls queue there one at a time.
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qwen3-rerank-torch")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.score, pairs)
+        with self._state:
+            self._check_open()  # a closed engine starts no thread
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qwen3-rerank-torch")
+            cancel = threading.Event()
+            future = asyncio.get_running_loop().run_in_executor(self._executor, self._score, pairs, cancel)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            cancel.set()  # the worker stops before its next batch
+            raise
 
     def logits(self, sequences: Sequence[Sequence[int]]) -> list[float]:
         """``logit_yes - logit_no`` at the last token of each sequence, in input order."""
+        self._check_open()
+        return self._logits(sequences, None)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineError(f"{self!r} is closed; create a new TransformersEngine to score again")
+
+    def _score(self, pairs: Sequence[EncodedPair], cancel: threading.Event | None) -> EngineOutput:
+        groups = prefix_groups(pairs) if self.reuse_prefix else {}
+        if self.reuse_prefix == "auto" and _saved_share(groups, pairs) < self._auto_prefix_share:
+            groups = {}
+        shared = {prefix: members for prefix, members in groups.items() if len(members) >= 2}
+        if shared:
+            logits = self._score_with_prefixes(pairs, shared, cancel)
+        else:
+            logits = self._logits([p.input_ids for p in pairs], cancel)
+        return EngineOutput(logits=logits)
+
+    def _next_batch(self, cancel: threading.Event | None) -> None:
+        """Called before every forward pass, holding the compute lock."""
+        if cancel is not None and cancel.is_set():
+            raise _Cancelled("the call was cancelled")
+        self._check_open()
+
+    def _logits(self, sequences: Sequence[Sequence[int]], cancel: threading.Event | None) -> list[float]:
         import torch
 
         if not sequences:
@@ -175,6 +222,7 @@ class TransformersEngine(Engine):
         with self._lock, torch.inference_mode():
             start = 0
             while start < len(order):
+                self._next_batch(cancel)
                 longest = len(sequences[order[start]])
                 size = max(1, min(self.batch_size, self.max_batch_tokens // max(longest, 1)))
                 batch = order[start : start + size]
@@ -195,7 +243,9 @@ class TransformersEngine(Engine):
                     out[i] = v
         return out
 
-    def _score_with_prefixes(self, pairs: Sequence[EncodedPair], groups: dict[tuple[int, ...], list[int]]) -> list[float]:
+    def _score_with_prefixes(
+        self, pairs: Sequence[EncodedPair], groups: dict[tuple[int, ...], list[int]], cancel: threading.Event | None
+    ) -> list[float]:
         """Logits of ``pairs``; the pairs of each group (2+ sharing a prefix) reuse one KV cache of it."""
         shared = list(groups.items())
         out = [0.0] * len(pairs)
@@ -205,17 +255,21 @@ class TransformersEngine(Engine):
             items = [
                 (g, i, pairs[i].input_ids[len(prefixes[g]) :]) for g, (_, members) in enumerate(shared) for i in members
             ]
-            for (_, i, _), v in zip(items, self._logits_after_prefixes(prefixes, [(g, s) for g, _, s in items])):
+            logits = self._logits_after_prefixes(prefixes, [(g, s) for g, _, s in items], cancel)
+            for (_, i, _), v in zip(items, logits):
                 out[i] = v
                 plain.discard(i)
         if plain:
             rest = sorted(plain)
-            for i, v in zip(rest, self.logits([pairs[i].input_ids for i in rest])):
+            for i, v in zip(rest, self._logits([pairs[i].input_ids for i in rest], cancel)):
                 out[i] = v
         return out
 
     def _logits_after_prefixes(
-        self, prefixes: Sequence[Sequence[int]], suffixes: Sequence[tuple[int, Sequence[int]]]
+        self,
+        prefixes: Sequence[Sequence[int]],
+        suffixes: Sequence[tuple[int, Sequence[int]]],
+        cancel: threading.Event | None = None,
     ) -> list[float]:
         """``logit_yes - logit_no`` of ``prefixes[g] + suffix`` for each ``(g, suffix)``.
 
@@ -237,13 +291,16 @@ class TransformersEngine(Engine):
             values: list[list[Any]] = []
             step = max(1, min(self.batch_size, self.max_batch_tokens // p_max))
             for start in range(0, len(prefixes), step):
+                self._next_batch(cancel)
                 chunk = range(start, min(start + step, len(prefixes)))
                 ids = torch.full((len(chunk), p_max), self._pad_id, dtype=torch.long)
                 mask = torch.zeros((len(chunk), p_max), dtype=torch.long)
                 for row, g in enumerate(chunk):
                     ids[row, : lens[g]] = torch.as_tensor(prefixes[g], dtype=torch.long)
                     mask[row, : lens[g]] = 1
-                cache = self._body(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=True).past_key_values
+                output = self._body(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=True)
+                cache = getattr(output, self._cache_name)
+                del output
                 for layer, entry in enumerate(cache.layers):
                     if start == 0:
                         keys.append([])
@@ -262,6 +319,7 @@ class TransformersEngine(Engine):
             order = sorted(range(len(suffixes)), key=lambda i: len(suffixes[i][1]), reverse=True)
             start = 0
             while start < len(order):
+                self._next_batch(cancel)
                 longest = len(suffixes[order[start]][1])
                 size = max(1, min(self.batch_size, self.max_batch_tokens // max(longest + p_max, 1)))
                 batch = order[start : start + size]
@@ -289,8 +347,8 @@ class TransformersEngine(Engine):
                     input_ids=ids.to(dev),
                     attention_mask=mask.to(dev),
                     position_ids=positions.to(dev),
-                    past_key_values=past,
                     use_cache=True,
+                    **{self._cache_name: past},
                 ).last_hidden_state
                 del past
                 last = torch.as_tensor(lengths, device=hidden.device) - 1
@@ -301,10 +359,17 @@ class TransformersEngine(Engine):
         return out
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-        self._body = None
+        """Wait for the call in flight, stop the worker thread and drop the model; idempotent."""
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+        with self._lock:  # a sync call in flight on another thread finishes first
+            self._body = None
+            self._row = None
         try:
             import torch
 
@@ -312,6 +377,21 @@ class TransformersEngine(Engine):
                 torch.cuda.empty_cache()
         except Exception:  # pragma: no cover - best effort on shutdown
             logger.debug("could not empty the device cache", exc_info=True)
+
+
+class _Cancelled(Exception):
+    """Raised on the worker thread to stop a cancelled call between batches (nobody awaits it)."""
+
+
+def _cache_argument(body: Any) -> str:
+    """The name under which this transformers version passes and returns the KV cache.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns, and goes in
+    5.40); older versions know only ``past_key_values``.
+    """
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
 
 
 def _saved_share(groups: dict[tuple[int, ...], list[int]], pairs: Sequence[EncodedPair]) -> float:
