@@ -57,8 +57,8 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
         help=f"server URL for --engine remote (repeat, or separate with commas, for replicas; default ${ENV_BASE_URL})",
     )
     g.add_argument("--api-key", default=None, help=f"bearer token for --engine remote (default ${ENV_API_KEY})")
-    g.add_argument("--device", default=None, help="transformers engine: cuda, cuda:1, npu, cpu (default: auto)")
-    g.add_argument("--dtype", default=None, help="float32, bfloat16, float16 or auto (default: the engine's)")
+    g.add_argument("--device", default=None, help="transformers engine: cpu, cuda, cuda:N, npu, npu:N or auto (default: auto)")
+    g.add_argument("--dtype", default=None, help="float32, bfloat16, float16 or auto (default: the engine's; checked before loading)")
     g.add_argument(
         "--engine-option",
         "-o",
@@ -74,7 +74,8 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
 def model_for(args: argparse.Namespace) -> str | None:
     """The model the options name (``--model``, ``$QWEN3_RERANK_MODEL``, the default; none for remote)."""
-    return settings.resolve_model(args.model, engine=args.engine)
+    model = settings.resolve_model(args.model, engine=args.engine)
+    return None if model is None else os.path.expanduser(model)
 
 
 def build_engine(args: argparse.Namespace) -> Engine:

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import _engine
 from ._base import EXIT_OK, CLIError, CLISubcommand, non_negative_int, positive_int, probability
-from ._inputs import Doc, Query, read_documents, read_queries
+from ._inputs import Doc, Query, check_text, read_documents, read_queries
 
 __all__ = ["RerankCommand", "format_table"]
 
@@ -75,6 +75,10 @@ class RerankCommand(CLISubcommand):
             raise CLIError("--docs and --queries cannot both read stdin")
         if args.query is not None and not args.query.strip():
             raise CLIError("the query is empty: pass the search text as QUERY")
+        # Bytes that are not UTF-8 on the command line arrive as lone surrogates.
+        for text, what in ((args.query, "QUERY"), (args.instruction, "--instruction")):
+            if text is not None:
+                check_text(text, what, cause="bytes that are not UTF-8 on the command line")
 
         shared = read_documents(args.docs, args.docs_format) if args.docs is not None else None
         if args.queries is not None:
