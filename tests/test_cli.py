@@ -10,8 +10,12 @@ import importlib.util
 import io
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -757,6 +761,113 @@ def test_rerank_remote_engine_equals_embedded(capsys, vllm_server, tiny_model, d
     assert got == pytest.approx(expected, abs=1e-5)
 
 
+class _SilentServer:
+    """A raw HTTP server on 127.0.0.1 that answers the remote engine's one-token probe of
+    ``/classify`` and never answers anything else (a server stuck on every request).
+
+    With ``answer=True`` it answers every ``/classify`` request, the logit of a sequence being
+    its length / 100.
+    """
+
+    def __init__(self, answer: bool = False) -> None:
+        self.answer = answer
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.hung = 0
+        self.two_hung = threading.Event()
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        data = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                length = next(
+                    (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+                )
+                while len(data) < length:
+                    data += conn.recv(65536)
+                body, data = data[:length], data[length:]
+                inputs = json.loads(body or b"{}").get("input")
+                if inputs == [[0]] or self.answer:  # the probe, or any request
+                    data_ = [{"index": i, "probs": [len(ids) / 100]} for i, ids in enumerate(inputs)]
+                    answer = json.dumps({"data": data_}).encode()
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+                    continue
+                with self._lock:
+                    self.hung += 1
+                    if self.hung >= 2:
+                        self.two_hung.set()
+                self.stop.wait()
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_rerank_over_http_in_several_concurrent_requests(capsys, tmp_path, docs_file, tiny_model):
+    pytest.importorskip("httpx")
+    server = _SilentServer(answer=True)
+    try:
+        code, out, err = run(["rerank", QUERY, "--docs", docs_file, "-m", tiny_model, "--engine", "remote", "--base-url",
+                              server.base_url, "-o", "max_batch_size=1", "-o", "max_model_len=2048", "--json"], capsys)  # fmt: skip
+    finally:
+        server.close()
+    assert code == 0, err
+    results = json.loads(out)["results"]
+    assert sorted(r["index"] for r in results) == list(range(len(DOCS)))
+    for r in results:
+        assert r["logit"] == pytest.approx(r["num_tokens"] / 100)
+    assert [r["logit"] for r in results] == sorted((r["logit"] for r in results), reverse=True)
+
+
+def test_ctrl_c_stops_an_http_run_promptly(tmp_path, tiny_model):
+    pytest.importorskip("httpx")
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(f"document number {i}" for i in range(8)) + "\n", encoding="utf-8")
+    server = _SilentServer()
+    argv = [sys.executable, "-m", "qwen3_rerank", "rerank", QUERY, "--docs", str(docs), "-m", str(tiny_model),
+            "--engine", "remote", "--base-url", server.base_url, "-o", "api=classify", "-o", "max_batch_size=1",
+            "-o", "max_model_len=2048", "-o", "max_retries=0"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        # Several chunks of one call are in flight, none will ever be answered.
+        assert server.two_hung.wait(120), proc.poll()
+        time.sleep(0.3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the CLI was still running 15 s after Ctrl-C")
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        server.close()
+    assert proc.returncode == 130, err
+    assert elapsed < 3, f"exited {elapsed:.1f} s after Ctrl-C"
+    assert "Traceback" not in err and out == ""
+    assert err.strip().splitlines() == ["qwen3-rerank: error: interrupted"], err
+
+
 # ---------------------------------------------------------------------------------------------
 # Real processes: the console script, python -m, examples/demo.py
 # ---------------------------------------------------------------------------------------------
@@ -819,13 +930,14 @@ def test_demo_with_a_model_path(tmp_path, tiny_seq_cls_model):
     assert proc.stdout.count("Query:") == 2
 
 
+@pytest.mark.filterwarnings("ignore:Cannot enable progress bars")  # the hub read the variable at import
 def test_the_reference_loads_without_a_progress_bar(capfd, monkeypatch, tiny_model):
     # `check --engine remote` loads the official formula: its weights bar must not reach the terminal.
     from transformers.utils import logging as hf_logging
 
-    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
     from qwen3_rerank.reference import OfficialFormula, build_reference
 
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
     was = hf_logging.is_progress_bar_enabled()
     hf_logging.enable_progress_bar()
     try:

@@ -138,14 +138,32 @@ def _rerank_all(reranker: Any, queries: list[Query], args: argparse.Namespace) -
     kwargs = {"top_n": args.top_n, "score_threshold": args.threshold}
     rankings: list[Any] = []
     with _Progress(len(queries), enabled=bool(show and len(queries) > 1), unit="queries") as progress:
-        for chunk in _chunks(queries, args.chunk_size):
-            rankings.extend(
-                reranker.rerank_many(
-                    [q.text for q in chunk], [[d.text for d in q.documents or []] for q in chunk], **kwargs
-                )
-            )
-            progress.update(len(chunk))
+        if reranker.engine.name == "remote":
+            # Over HTTP, the async path: Ctrl-C cancels the requests in flight (exit 130 at once)
+            # where the sync path would wait for their answers, up to the engine's timeout.
+            import asyncio
+
+            asyncio.run(_arerank_chunks(reranker, queries, args.chunk_size, kwargs, progress, rankings))
+        else:
+            for chunk in _chunks(queries, args.chunk_size):
+                rankings.extend(reranker.rerank_many(*_texts(chunk), **kwargs))
+                progress.update(len(chunk))
     return rankings
+
+
+async def _arerank_chunks(
+    reranker: Any, queries: list[Query], chunk_size: int, kwargs: dict[str, Any], progress: _Progress, rankings: list[Any]
+) -> None:
+    try:
+        for chunk in _chunks(queries, chunk_size):
+            rankings.extend(await reranker.arerank_many(*_texts(chunk), **kwargs))
+            progress.update(len(chunk))
+    finally:
+        await reranker.engine.aclose()  # its async client belongs to this event loop
+
+
+def _texts(chunk: list[Query]) -> tuple[list[str], list[list[str]]]:
+    return [q.text for q in chunk], [[d.text for d in q.documents or []] for q in chunk]
 
 
 def _chunks(queries: list[Query], max_docs: int) -> Iterator[list[Query]]:
