@@ -408,6 +408,7 @@ def test_malformed_queries_file(capsys, tmp_path, tiny_model, docs_file):
         (["rerank", QUERY, "--docs", "{docs}", "-o", "batch_size=-1"], ["batch_size=-1", "integer >= 1"]),
         (["rerank", QUERY, "--docs", "{docs}", "--engine", "vllm", "--dtype", "float64"], ["dtype='float64'"]),
         (["check", "--dtype", "nonsense"], ["dtype='nonsense'"]),
+        (["check", "--reference-device", "gpu"], ["--reference-device 'gpu'", "cuda:N"]),
         (["frobnicate"], ["invalid choice: 'frobnicate'"]),
         (["make-test-model", "{tmp}/m", "--shape", "70B"], ["--shape"]),
     ],

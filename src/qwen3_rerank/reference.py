@@ -89,12 +89,18 @@ class OfficialFormula(Engine):
 def build_reference(model: str, *, device: str = "cpu") -> tuple[Engine, str]:
     """The float32 reference for ``model``'s weights, and a one-line description of it.
 
+    ``device="auto"`` picks CUDA, then Ascend NPU, then CPU.
+
     Raises:
         ConfigurationError: ``model`` is not a Qwen3-Reranker checkpoint.
         MissingDependencyError: torch or transformers is not installed.
     """
     from .engines.transformers_engine import CAUSAL, TransformersEngine, read_architecture
 
+    if device == "auto":
+        from ._devices import auto_device
+
+        device = auto_device()
     architecture, _ = read_architecture(model)
     if architecture == CAUSAL:
         return OfficialFormula(model, device=device), f"the official formula (full causal-LM logits, float32 on {device})"
