@@ -434,6 +434,11 @@ def test_a_model_path_that_does_not_exist(capsys, tmp_path, docs_file, engine, m
     assert "Repo id" not in err and out == ""
 
 
+def test_engine_options_are_checked_before_stdin_is_read(capsys, monkeypatch, tiny_model):
+    code, _, err = run(["rerank", QUERY, "--docs", "-", "-m", tiny_model, "--dtype", "fp64"], capsys, stdin="", monkeypatch=monkeypatch)
+    assert_one_line_error(code, err, "dtype='fp64'", expected_code=2)  # not "no documents in stdin"
+
+
 def test_unknown_engine_option_is_reported(capsys, docs_file, tiny_model):
     code, _, err = run(["rerank", QUERY, "--docs", docs_file, "-m", tiny_model, "-o", "frobnicate=1"], capsys)
     assert_one_line_error(code, err, "does not accept that option", "frobnicate", "Valid options:", expected_code=2)

@@ -80,6 +80,7 @@ class RerankCommand(CLISubcommand):
             if text is not None:
                 check_text(text, what, cause="bytes that are not UTF-8 on the command line")
 
+        _engine.engine_kwargs(args)  # bad engine options fail before the input is read (stdin too)
         shared = read_documents(args.docs, args.docs_format) if args.docs is not None else None
         if args.queries is not None:
             queries = read_queries(args.queries)
