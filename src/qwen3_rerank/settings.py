@@ -97,7 +97,9 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "api": ("auto", "classify", "score", "rerank"),
 }
 # Annotation words (the engines' modules use `from __future__ import annotations`) -> types.
-_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),)}
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),),
+}  # fmt: skip
 
 
 def resolve_model(model: str | os.PathLike[str] | None = None, *, engine: str = "transformers") -> str | None:

@@ -57,8 +57,10 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
         help=f"server URL for --engine remote (repeat, or separate with commas, for replicas; default ${ENV_BASE_URL})",
     )
     g.add_argument("--api-key", default=None, help=f"bearer token for --engine remote (default ${ENV_API_KEY})")
-    g.add_argument("--device", default=None, help="transformers engine: cpu, cuda, cuda:N, npu, npu:N or auto (default: auto)")
-    g.add_argument("--dtype", default=None, help="float32, bfloat16, float16 or auto (default: the engine's; checked before loading)")
+    g.add_argument(
+        "--device", default=None, help="transformers engine: cpu, cuda, cuda:N, npu, npu:N or auto (default: auto)"
+    )
+    g.add_argument("--dtype", default=None, help="float32, bfloat16, float16 or auto (default: the engine's)")
     g.add_argument(
         "--engine-option",
         "-o",
@@ -105,7 +107,9 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                 raise CLIError("--device applies to --engine transformers; vLLM picks its platform itself (see 'qwen3-rerank info')")
             options.setdefault("device", args.device)
     settings.validate_engine_options(args.engine, options)  # before -o model=... collides with --model
-    return settings.engine_kwargs(args.engine, model=args.model, base_url=args.base_url, api_key=args.api_key, **options)
+    return settings.engine_kwargs(
+        args.engine, model=args.model, base_url=args.base_url, api_key=args.api_key, **options
+    )
 
 
 def build_engine(args: argparse.Namespace) -> Engine:

@@ -30,7 +30,11 @@ class CheckCommand(CLISubcommand):
     def add_arguments(self, c: argparse.ArgumentParser) -> None:
         _engine.add_engine_arguments(c)
         c.add_argument("--tolerance", type=positive_float, default=None, help="largest allowed |score difference| (default 1e-4 in float32, 0.03 otherwise)")
-        c.add_argument("--reference-device", default="cpu", help="device of the float32 reference engine: cpu (default), cuda, cuda:N, npu, npu:N or auto")
+        c.add_argument(
+            "--reference-device",
+            default="cpu",
+            help="device of the float32 reference engine: cpu (default), cuda, cuda:N, npu, npu:N or auto",
+        )
         c.add_argument("--no-reference", action="store_true", help="skip the reference comparison (sanity checks and the remote template guard only)")
         c.add_argument("--json", action="store_true", help="print the report as JSON")
 

@@ -153,7 +153,12 @@ def _rerank_all(reranker: Any, queries: list[Query], args: argparse.Namespace) -
 
 
 async def _arerank_chunks(
-    reranker: Any, queries: list[Query], chunk_size: int, kwargs: dict[str, Any], progress: _Progress, rankings: list[Any]
+    reranker: Any,
+    queries: list[Query],
+    chunk_size: int,
+    kwargs: dict[str, Any],
+    progress: _Progress,
+    rankings: list[Any],
 ) -> None:
     try:
         for chunk in _chunks(queries, chunk_size):
