@@ -10,8 +10,12 @@ import importlib.util
 import io
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -307,6 +311,53 @@ def test_jsonl_line_with_non_object(capsys, tmp_path, tiny_model):
     assert_one_line_error(code, err, "line 2", "got list", expected_code=2)
 
 
+@pytest.mark.parametrize(
+    "line", ['{"id": NaN, "text": "x"}', '{"id": Infinity, "text": "x"}', '{"id": -Infinity, "text": "x"}', '{"id": 1e999, "text": "x"}']
+)
+def test_non_finite_numbers_are_refused_with_the_line(capsys, tmp_path, tiny_model, line):
+    # Python's json reads them, but written back they would make the output invalid JSON.
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"id": 1.5, "text": "ok"}\n' + line + "\n", encoding="utf-8")
+    code, out, err = run(["rerank", QUERY, "--docs", path, "-m", tiny_model, "--json"], capsys)
+    assert_one_line_error(code, err, f"{path}, line 2:", "finite number", expected_code=2)
+    assert out == ""
+
+
+def test_ids_are_written_back_as_valid_json(reuse_engine, capsys, tmp_path, tiny_model):
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"id": 1.5, "text": "a"}\n{"id": 12345678901234567890, "text": "b"}\n', encoding="utf-8")
+    code, out, _ = run(["rerank", QUERY, "--docs", path, "-m", tiny_model, "--json"], capsys)
+    assert code == 0
+    ids = {r["id"] for r in json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in the output"))["results"]}
+    assert ids == {1.5, 12345678901234567890}
+
+
+@pytest.mark.parametrize(
+    ("option", "content", "fragment"),
+    [
+        ("--docs", '{"text": "ok"}\n{"text": "bad \\ud800 text"}\n', "the document text contains a lone surrogate '\\ud800' at character 4"),
+        ("--docs", '"ok"\n"\\udc00"\n', "the document text contains a lone surrogate"),
+        ("--docs", '{"text": "ok", "id": "\\ud800"}\n{"text": "b"}\n', "line 1: the id contains a lone surrogate"),
+        ("--queries", '{"query": "a", "documents": ["x"]}\n{"query": "\\udfff", "documents": ["x"]}\n', "the query contains a lone surrogate"),
+        ("--queries", '{"query": "a", "documents": ["x", "y\\ud83d"]}\n{"query": "b", "documents": ["x"]}\n', "line 1: the document text"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_with_the_file_and_line(capsys, tmp_path, tiny_model, option, content, fragment):
+    path = tmp_path / "input.jsonl"
+    path.write_text(content, encoding="utf-8")
+    argv = ["rerank", "--docs", path] if option == "--docs" else ["rerank", "--queries", path]
+    code, out, err = run([*argv[:1], *([QUERY] if option == "--docs" else []), *argv[1:], "-m", tiny_model], capsys)
+    line = 2 if "line 1" not in fragment else 1
+    assert_one_line_error(code, err, f"{path}, line {line}:", fragment.removeprefix("line 1: "), "\\u escape", expected_code=2)
+    assert out == ""
+
+
+def test_a_lone_surrogate_in_the_query_argument(capsys, docs_file, tiny_model):
+    # What Python makes of bytes that are not UTF-8 in argv (surrogateescape).
+    code, _, err = run(["rerank", "caf\udce9", "--docs", docs_file, "-m", tiny_model], capsys)
+    assert_one_line_error(code, err, "QUERY contains a lone surrogate '\\udce9'", "command line", expected_code=2)
+
+
 @pytest.mark.parametrize("content", ["", "\n\n   \n"])
 def test_empty_input(capsys, tmp_path, tiny_model, content):
     path = tmp_path / "empty.txt"
@@ -351,17 +402,41 @@ def test_malformed_queries_file(capsys, tmp_path, tiny_model, docs_file):
         (["rerank", QUERY, "--docs", "{docs}", "--api-key", "k"], ["--engine remote"]),
         (["rerank", QUERY, "--docs", "{docs}", "--engine", "remote", "--base-url", "http://x", "--dtype", "float32"], ["--dtype"]),
         (["rerank", QUERY, "--docs", "{docs}", "--engine", "vllm", "--device", "cuda"], ["--device"]),
+        (["rerank", QUERY, "--docs", "{docs}", "--dtype", "nonsense"], ["dtype='nonsense'", "float32, bfloat16, float16 or auto"]),
+        (["rerank", QUERY, "--docs", "{docs}", "--device", "nonsense"], ["device='nonsense'", "cuda:N"]),
+        (["rerank", QUERY, "--docs", "{docs}", "-o", 'batch_size="x"'], ["batch_size='x'", "integer >= 1"]),
+        (["rerank", QUERY, "--docs", "{docs}", "-o", "batch_size=-1"], ["batch_size=-1", "integer >= 1"]),
+        (["rerank", QUERY, "--docs", "{docs}", "--engine", "vllm", "--dtype", "float64"], ["dtype='float64'"]),
+        (["check", "--dtype", "nonsense"], ["dtype='nonsense'"]),
+        (["check", "--reference-device", "gpu"], ["--reference-device 'gpu'", "cuda:N"]),
         (["frobnicate"], ["invalid choice: 'frobnicate'"]),
         (["make-test-model", "{tmp}/m", "--shape", "70B"], ["--shape"]),
     ],
 )
 def test_usage_errors(capsys, tmp_path, docs_file, tiny_model, argv, fragments):
     argv = [a.replace("{docs}", str(docs_file)).replace("{tmp}", str(tmp_path)) for a in argv]
-    if argv[0] == "rerank":
+    if argv[0] in ("rerank", "check"):
         argv += ["--model", str(tiny_model)]
     code, out, err = run(argv, capsys)
     assert_one_line_error(code, err, *fragments, expected_code=2)
     assert out == ""
+
+
+@pytest.mark.parametrize("engine", ["transformers", "vllm", "remote"])
+@pytest.mark.parametrize("model", ["./no-such-checkpoint", "{tmp}/no-such-checkpoint"])
+def test_a_model_path_that_does_not_exist(capsys, tmp_path, docs_file, engine, model):
+    model = model.replace("{tmp}", str(tmp_path))
+    argv = ["rerank", QUERY, "--docs", docs_file, "--engine", engine, "-m", model]
+    if engine == "remote":
+        argv += ["--base-url", "http://127.0.0.1:9"]
+    code, out, err = run(argv, capsys)
+    assert_one_line_error(code, err, f"no such directory: {model!r}", expected_code=2)
+    assert "Repo id" not in err and out == ""
+
+
+def test_engine_options_are_checked_before_stdin_is_read(capsys, monkeypatch, tiny_model):
+    code, _, err = run(["rerank", QUERY, "--docs", "-", "-m", tiny_model, "--dtype", "fp64"], capsys, stdin="", monkeypatch=monkeypatch)
+    assert_one_line_error(code, err, "dtype='fp64'", expected_code=2)  # not "no documents in stdin"
 
 
 def test_unknown_engine_option_is_reported(capsys, docs_file, tiny_model):
@@ -623,6 +698,18 @@ def test_run_check_names_the_likely_cause(transformers_engine, fault, dtype, cau
     assert "FAIL" in text and "likely cause:" in text and "fix:" in text
 
 
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float32", 1e-4), ("bfloat16", 0.03), (None, 0.03)])
+def test_run_check_reads_the_engine_dtype_attribute(transformers_engine, dtype, tolerance):
+    engine = FaultyEngine(transformers_engine, "none", dtype=dtype)
+    engine._dtype = "float32"  # a private attribute is not the engine's dtype
+    assert run_check(engine, None).tolerance == tolerance
+
+
+def test_run_check_reads_a_torch_dtype_by_its_name(transformers_engine):
+    # TransformersEngine.dtype is the torch dtype it runs in.
+    assert run_check(transformers_engine, None).tolerance == 1e-4
+
+
 def test_run_check_reports_the_template_guard(transformers_engine):
     from qwen3_rerank import TemplateMismatchError
 
@@ -678,6 +765,113 @@ def test_rerank_remote_engine_equals_embedded(capsys, vllm_server, tiny_model, d
     got = {r["index"]: r["score"] for r in json.loads(out)["results"]}
     expected = {r.index: r.score for r in Reranker(transformers_engine).rerank(QUERY, DOCS)}
     assert got == pytest.approx(expected, abs=1e-5)
+
+
+class _SilentServer:
+    """A raw HTTP server on 127.0.0.1 that answers the remote engine's one-token probe of
+    ``/classify`` and never answers anything else (a server stuck on every request).
+
+    With ``answer=True`` it answers every ``/classify`` request, the logit of a sequence being
+    its length / 100.
+    """
+
+    def __init__(self, answer: bool = False) -> None:
+        self.answer = answer
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.hung = 0
+        self.two_hung = threading.Event()
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        data = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                length = next(
+                    (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+                )
+                while len(data) < length:
+                    data += conn.recv(65536)
+                body, data = data[:length], data[length:]
+                inputs = json.loads(body or b"{}").get("input")
+                if inputs == [[0]] or self.answer:  # the probe, or any request
+                    data_ = [{"index": i, "probs": [len(ids) / 100]} for i, ids in enumerate(inputs)]
+                    answer = json.dumps({"data": data_}).encode()
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+                    continue
+                with self._lock:
+                    self.hung += 1
+                    if self.hung >= 2:
+                        self.two_hung.set()
+                self.stop.wait()
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_rerank_over_http_in_several_concurrent_requests(capsys, tmp_path, docs_file, tiny_model):
+    pytest.importorskip("httpx")
+    server = _SilentServer(answer=True)
+    try:
+        code, out, err = run(["rerank", QUERY, "--docs", docs_file, "-m", tiny_model, "--engine", "remote", "--base-url",
+                              server.base_url, "-o", "max_batch_size=1", "-o", "max_model_len=2048", "--json"], capsys)  # fmt: skip
+    finally:
+        server.close()
+    assert code == 0, err
+    results = json.loads(out)["results"]
+    assert sorted(r["index"] for r in results) == list(range(len(DOCS)))
+    for r in results:
+        assert r["logit"] == pytest.approx(r["num_tokens"] / 100)
+    assert [r["logit"] for r in results] == sorted((r["logit"] for r in results), reverse=True)
+
+
+def test_ctrl_c_stops_an_http_run_promptly(tmp_path, tiny_model):
+    pytest.importorskip("httpx")
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(f"document number {i}" for i in range(8)) + "\n", encoding="utf-8")
+    server = _SilentServer()
+    argv = [sys.executable, "-m", "qwen3_rerank", "rerank", QUERY, "--docs", str(docs), "-m", str(tiny_model),
+            "--engine", "remote", "--base-url", server.base_url, "-o", "api=classify", "-o", "max_batch_size=1",
+            "-o", "max_model_len=2048", "-o", "max_retries=0"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        # Several chunks of one call are in flight, none will ever be answered.
+        assert server.two_hung.wait(120), proc.poll()
+        time.sleep(0.3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the CLI was still running 15 s after Ctrl-C")
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        server.close()
+    assert proc.returncode == 130, err
+    assert elapsed < 3, f"exited {elapsed:.1f} s after Ctrl-C"
+    assert "Traceback" not in err and out == ""
+    assert err.strip().splitlines() == ["qwen3-rerank: error: interrupted"], err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -740,3 +934,25 @@ def test_demo_with_a_model_path(tmp_path, tiny_seq_cls_model):
     assert proc.returncode == 0, proc.stderr
     assert str(tiny_seq_cls_model) in proc.stdout
     assert proc.stdout.count("Query:") == 2
+
+
+@pytest.mark.filterwarnings("ignore:Cannot enable progress bars")  # the hub read the variable at import
+def test_the_reference_loads_without_a_progress_bar(capfd, monkeypatch, tiny_model):
+    # `check --engine remote` loads the official formula: its weights bar must not reach the terminal.
+    from transformers.utils import logging as hf_logging
+
+    from qwen3_rerank.reference import OfficialFormula, build_reference
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    try:
+        reference, description = build_reference(str(tiny_model))
+        assert isinstance(reference, OfficialFormula) and "official formula" in description
+        reference.close()
+        assert hf_logging.is_progress_bar_enabled()  # the caller's setting is left as it was
+    finally:
+        if not was:
+            hf_logging.disable_progress_bar()
+    err = capfd.readouterr().err
+    assert "Loading" not in err and "it/s" not in err, err

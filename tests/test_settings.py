@@ -190,6 +190,102 @@ def test_reranker_options_are_accepted_by_build_reranker_only():
         build_reranker("vllm", window_overlp=8)
 
 
+@pytest.mark.parametrize(
+    ("engine", "options", "fragment"),
+    [
+        ("transformers", {"dtype": "nonsense"}, "dtype='nonsense': choose float32, bfloat16, float16 or auto"),
+        ("vllm", {"dtype": "float64"}, "dtype='float64': choose float32"),
+        ("transformers", {"device": "nonsense"}, "device='nonsense': choose cpu, cuda, cuda:N, npu, npu:N or auto"),
+        ("transformers", {"device": "cuda:x"}, "device='cuda:x'"),
+        ("transformers", {"batch_size": "x"}, "batch_size='x': it must be an integer >= 1"),
+        ("transformers", {"batch_size": -1}, "batch_size=-1: it must be an integer >= 1"),
+        ("transformers", {"max_batch_tokens": 1.5}, "max_batch_tokens=1.5: it must be an integer >= 1"),
+        ("transformers", {"batch_size": True}, "batch_size=True"),
+        ("transformers", {"reuse_prefix": "yes"}, "reuse_prefix='yes': choose True, False or 'auto'"),
+        ("transformers", {"revision": 3}, "revision=3: it must be a string or None"),
+        ("vllm", {"max_model_len": 0}, "max_model_len=0: it must be an integer >= 1"),
+        ("vllm", {"tensor_parallel_size": 0}, "tensor_parallel_size=0"),
+        ("vllm", {"gpu_memory_utilization": 1.5}, "gpu_memory_utilization=1.5: it must be a fraction"),
+        ("vllm", {"enforce_eager": 1}, "enforce_eager=1: it must be true or false"),
+        ("remote", {"api": "scores"}, "api='scores': choose 'auto', 'classify', 'score' or 'rerank'"),
+        ("remote", {"timeout": 0}, "timeout=0: it must be a number of seconds > 0"),
+        ("remote", {"total_timeout": float("nan")}, "total_timeout=nan"),
+        ("remote", {"backoff": -1}, "backoff=-1: it must be a number of seconds >= 0"),
+        ("remote", {"max_retries": -1}, "max_retries=-1: it must be an integer >= 0"),
+        ("remote", {"max_batch_size": "32"}, "max_batch_size='32'"),
+    ],
+)
+def test_option_values_are_checked_before_anything_loads(engine, options, fragment):
+    with pytest.raises(ConfigurationError, match="does not accept") as info:
+        validate_engine_options(engine, options)
+    assert fragment in str(info.value)
+    # The factories and the integrations' checks go through the same validation.
+    with pytest.raises(ConfigurationError, match="does not accept"):
+        reranker_kwargs(engine, base_url="http://127.0.0.1:9" if engine == "remote" else None, **options)
+
+
+@pytest.mark.parametrize(
+    ("engine", "options"),
+    [
+        ("transformers", {"dtype": "auto", "device": "cpu", "batch_size": 1, "reuse_prefix": "auto", "revision": None}),
+        ("transformers", {"dtype": "bfloat16", "device": "cuda:1", "max_batch_tokens": 4096, "reuse_prefix": False}),
+        ("transformers", {"dtype": "float16", "device": "npu:0", "attn_implementation": "sdpa"}),
+        ("transformers", {"device": "auto"}),
+        ("vllm", {"dtype": "float32", "max_model_len": 2048, "gpu_memory_utilization": 0.3, "data_parallel_size": None}),
+        ("vllm", {"enforce_eager": True, "enable_prefix_caching": None, "quantization": "fp8", "seed": 0}),
+        ("remote", {"api": "classify", "timeout": 2.5, "connect_timeout": 1, "backoff": 0, "max_retries": 0}),
+    ],
+)
+def test_documented_values_pass(engine, options):
+    validate_engine_options(engine, options)
+
+
+def test_a_torch_dtype_object_is_accepted_by_its_name():
+    class FakeDtype:  # what str(torch.bfloat16) gives, without importing torch
+        def __str__(self):
+            return "torch.bfloat16"
+
+    validate_engine_options("transformers", {"dtype": FakeDtype()})
+
+
+def test_device_auto_leaves_the_choice_to_the_engine():
+    kwargs = engine_kwargs("transformers", model="org/name", device="auto")
+    assert "device" not in kwargs
+    assert engine_kwargs("transformers", model="org/name", device="cuda:1")["device"] == "cuda:1"
+
+
+# -- a model given as a path ------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["./no-such-checkpoint", "../no/such", "~/no-such-checkpoint-dir", "a/b/c", "{tmp}/missing"])
+def test_a_model_path_that_does_not_exist_is_named(model, tmp_path):
+    model = model.replace("{tmp}", str(tmp_path))
+    for engine in ("transformers", "vllm", "remote"):
+        with pytest.raises(ConfigurationError, match="no such directory") as info:
+            engine_kwargs(engine, model=model, base_url="http://127.0.0.1:9" if engine == "remote" else None)
+        assert repr(model) in str(info.value) and "Repo id" not in str(info.value)
+
+
+def test_a_model_path_that_is_a_file(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"")
+    with pytest.raises(ConfigurationError, match="not a directory"):
+        engine_kwargs("transformers", model=path)
+
+
+def test_a_model_path_from_the_environment_says_so(monkeypatch, tmp_path):
+    monkeypatch.setenv(ENV_MODEL, str(tmp_path / "gone"))
+    with pytest.raises(ConfigurationError, match=r"no such directory: .*gone' \(from \$QWEN3_RERANK_MODEL\)"):
+        engine_kwargs("vllm")
+
+
+def test_hub_ids_and_existing_paths_pass_and_tilde_is_expanded(monkeypatch, tmp_path):
+    assert engine_kwargs("transformers", model="Qwen/Qwen3-Reranker-0.6B")["model"] == "Qwen/Qwen3-Reranker-0.6B"
+    assert engine_kwargs("transformers", model="org-only-name")["model"] == "org-only-name"
+    assert engine_kwargs("transformers", model=tmp_path)["model"] == str(tmp_path)
+    (tmp_path / "ckpt").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert engine_kwargs("transformers", model="~/ckpt")["model"] == str(tmp_path / "ckpt")
+
+
 def test_reranker_kwargs_checks_everything_and_builds_nothing(monkeypatch):
     monkeypatch.setenv(ENV_BASE_URL, "http://10.0.0.5:8000")
     assert reranker_kwargs("remote", max_length=300, timeout=5) == {"max_length": 300, "timeout": 5, "base_url": "http://10.0.0.5:8000"}

@@ -27,6 +27,7 @@ from typing import Any
 from . import prompts
 from ._exceptions import TemplateMismatchError
 from ._reranker import Reranker
+from .engines import Engine
 from .reference import sigmoid
 
 __all__ = [
@@ -152,18 +153,24 @@ def _hypothesis_sequences(tokenizer: Any, max_length: int) -> dict[str, dict[str
 
 
 def _engine_dtype(engine: Any) -> str | None:
-    for attr in ("dtype", "_dtype"):
-        value = getattr(engine, attr, None)
-        if value is not None:
-            return str(value).replace("torch.", "")
-    options = getattr(engine, "options", None)
-    if isinstance(options, dict) and options.get("dtype"):
-        return str(options["dtype"]).replace("torch.", "")
-    return None
+    """The engine's ``dtype`` attribute ("float32", "bfloat16", "float16"; ``None``: unknown, e.g. a server).
+
+    Every engine defines ``dtype``. Only an engine object that lacks the attribute altogether
+    (one written against an older interface) falls back to the ``dtype`` of its ``options``.
+    """
+    if hasattr(engine, "dtype"):
+        value = engine.dtype
+    else:
+        options = getattr(engine, "options", None)
+        value = options.get("dtype") if isinstance(options, dict) else None
+    if value is None:
+        return None
+    name = str(value).removeprefix("torch.")  # a torch.dtype, until every engine stores its name
+    return {"float": "float32", "half": "float16", "auto": None}.get(name, name)
 
 
 def _default_tolerance(dtype: str | None) -> float:
-    return 1e-4 if dtype in ("float32", "float") else 0.03
+    return 1e-4 if dtype == "float32" else 0.03
 
 
 FIXES = {
@@ -214,7 +221,7 @@ def _max_abs(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def run_check(
-    engine: Any,
+    engine: Engine,
     reference: Any | None,
     *,
     tolerance: float | None = None,
@@ -225,7 +232,7 @@ def run_check(
     Both score :data:`CHECK_CASES` through the core. Without a reference only the sanity checks run
     (scores in [0, 1], truncation flagged, the engine's own guards such as the remote template guard).
     """
-    name = getattr(engine, "name", type(engine).__name__)
+    name = engine.name
     dtype = _engine_dtype(engine)
     tol = tolerance if tolerance is not None else _default_tolerance(dtype)
     report = CheckReport(passed=False, engine=name, tolerance=tol)
@@ -348,7 +355,7 @@ def _diagnose(
         return FIXES[best]
     if bad == ["injection"]:
         return FIXES["injection"]
-    if dtype not in (None, "float32", "float") and mismatch <= 0.15:
+    if dtype not in (None, "float32") and mismatch <= 0.15:
         cause, fix = FIXES["dtype"]
         return cause.format(dtype=dtype), fix.format(suggest=f"{min(1.0, 2 * mismatch):.2g}")
     if dtype is None and mismatch <= 0.15:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import prompts
+from ._devices import quiet_transformers
 from ._exceptions import missing_dependency
 from ._scores import probability
 from ._tokenizer import Qwen3Tokenizer
@@ -57,7 +58,8 @@ class OfficialFormula(Engine):
         self._no = self._tokenizer.token_id(prompts.NO_TOKEN)
         self.device = device
         self.dtype = "float32"
-        self._model: Any = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32).to(device).eval()
+        with quiet_transformers():  # no "Loading weights" bar on the terminal of the program using us
+            self._model: Any = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32).to(device).eval()
 
     @property
     def tokenizer(self) -> Qwen3Tokenizer:
@@ -87,12 +89,18 @@ class OfficialFormula(Engine):
 def build_reference(model: str, *, device: str = "cpu") -> tuple[Engine, str]:
     """The float32 reference for ``model``'s weights, and a one-line description of it.
 
+    ``device="auto"`` picks CUDA, then Ascend NPU, then CPU.
+
     Raises:
         ConfigurationError: ``model`` is not a Qwen3-Reranker checkpoint.
         MissingDependencyError: torch or transformers is not installed.
     """
     from .engines.transformers_engine import CAUSAL, TransformersEngine, read_architecture
 
+    if device == "auto":
+        from ._devices import auto_device
+
+        device = auto_device()
     architecture, _ = read_architecture(model)
     if architecture == CAUSAL:
         return OfficialFormula(model, device=device), f"the official formula (full causal-LM logits, float32 on {device})"

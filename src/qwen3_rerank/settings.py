@@ -11,6 +11,9 @@ nowhere else:
 Checking options costs nothing: it reads the engine class's ``__init__`` signature (the engine's
 module imports no torch, vLLM or httpx) and never loads a model or opens a connection, so a typo
 such as ``dtyp=`` fails when a pipeline is configured, not minutes later when the model loads.
+The values are checked too, where the signature's annotations and the engines' documented choices
+say what is valid (``dtype``, ``device``, counts that must be positive, ...), and a model given as
+a local path (``./ckpt``, ``~/models/x``, ``/data/x``) must exist.
 
 Example:
     >>> from qwen3_rerank.settings import engine_kwargs
@@ -25,7 +28,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DTYPES",
     "ENGINE_NAMES",
     "ENV_API_KEY",
     "ENV_BASE_URL",
@@ -71,6 +77,29 @@ _OWN_SETTINGS = ("model", "base_url", "api_key")
 # 'tensor_parallel_size') that do not merely extend it ('data_parallel_size_local').
 _CUTOFF = 0.6
 _FORWARD_CUTOFF = 0.85
+
+# Documented values of engine options, by name: a name means the same thing in every engine that
+# takes it. Only options an engine names in its signature are checked; what VLLMEngine passes on
+# to vLLM is vLLM's to check.
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+"""The ``dtype`` values the local engines accept (``auto``: the engine's choice for the device)."""
+_DEVICE = re.compile(r"(cpu|auto|(cuda|npu)(:\d+)?)")
+_DEVICES = "cpu, cuda, cuda:N, npu, npu:N or auto"
+_AT_LEAST = {
+    "batch_size": 1, "max_batch_tokens": 1, "max_model_len": 1, "tensor_parallel_size": 1,
+    "data_parallel_size": 1, "replicas": 1, "max_batch_size": 1, "max_concurrency": 1,
+    "max_connections": 1, "max_retries": 0,
+}  # fmt: skip
+_POSITIVE = ("timeout", "connect_timeout", "total_timeout")
+_NON_NEGATIVE = ("backoff", "max_backoff")
+_CHOICES: dict[str, tuple[Any, ...]] = {
+    "reuse_prefix": (True, False, "auto"),
+    "api": ("auto", "classify", "score", "rerank"),
+}
+# Annotation words (the engines' modules use `from __future__ import annotations`) -> types.
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),),
+}  # fmt: skip
 
 
 def resolve_model(model: str | os.PathLike[str] | None = None, *, engine: str = "transformers") -> str | None:
@@ -116,31 +145,90 @@ def resolve_api_key(api_key: str | None = None) -> str | None:
     return api_key or os.environ.get(ENV_API_KEY) or None
 
 
-def _signature(engine: str) -> tuple[str, list[str], bool]:
-    """The engine class's name, its named ``__init__`` options, and whether it forwards others."""
+def _signature(engine: str) -> tuple[str, dict[str, Any], bool]:
+    """The engine class's name, its named ``__init__`` options (name -> annotation), and whether
+    it forwards others."""
     cls = engines.engine_class(engine)  # imports only that engine's module: no torch/vllm/httpx
     params = inspect.signature(cls).parameters.values()
-    named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in _OWN_SETTINGS]
+    named = {
+        p.name: p.annotation
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in _OWN_SETTINGS
+    }
     forwards = any(p.kind is p.VAR_KEYWORD for p in params)
     return cls.__name__, named, forwards
 
 
+_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "None": "None"}
+
+
+def _either(items: Iterable[str]) -> str:
+    words = list(items)
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _value_problem(key: str, value: Any, annotation: Any) -> str | None:
+    """What is wrong with ``key=value`` by the documented choices and the annotation, or ``None``."""
+    given = f"{key}={value!r}"
+    if key == "dtype":
+        name = value if isinstance(value, str) else str(value).removeprefix("torch.")  # a torch.dtype
+        return None if name in DTYPES else f"{given}: choose {_either(DTYPES)}"
+    if key == "device":
+        ok = value is None or (isinstance(value, str) and _DEVICE.fullmatch(value) is not None)
+        return None if ok else f"{given}: choose {_DEVICES}"
+    if key in _CHOICES:
+        ok = any(value is c or (isinstance(c, str) and value == c) for c in _CHOICES[key])
+        return None if ok else f"{given}: choose {_either(map(repr, _CHOICES[key]))}"
+    words = [w.strip() for w in annotation.split("|")] if isinstance(annotation, str) else []
+    if value is None and "None" in words:
+        return None
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    number = (integer or isinstance(value, float)) and math.isfinite(value)
+    if key in _AT_LEAST:
+        return None if integer and value >= _AT_LEAST[key] else f"{given}: it must be an integer >= {_AT_LEAST[key]}"
+    if key in _POSITIVE:
+        return None if number and value > 0 else f"{given}: it must be a number of seconds > 0"
+    if key in _NON_NEGATIVE:
+        return None if number and value >= 0 else f"{given}: it must be a number of seconds >= 0"
+    if key == "gpu_memory_utilization":
+        return None if number and 0 < value <= 1 else f"{given}: it must be a fraction of the device memory in (0, 1]"
+    if words and all(w in _TYPES for w in words):
+        allowed = tuple(t for w in words for t in _TYPES[w])
+        if not isinstance(value, allowed) or (isinstance(value, bool) and "bool" not in words):
+            return f"{given}: it must be {_either(_WORDS[w] for w in words)}"
+    return None
+
+
 def validate_engine_options(engine: str, options: Mapping[str, Any], *, also: Iterable[str] = ()) -> None:
-    """Refuse option names that ``engine``'s constructor does not take, before anything loads.
+    """Refuse options that ``engine``'s constructor does not take, or values it would refuse,
+    before anything loads.
+
+    Values are checked where the engine documents them: ``dtype`` (:data:`DTYPES`, or a
+    ``torch.dtype``), ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``npu``, ``npu:N``, ``auto``),
+    counts that must be positive (``batch_size``, ``max_batch_tokens``, ``max_model_len``, ...),
+    timeouts, fixed choices (``api``, ``reuse_prefix``) and the types the signature annotates.
+    Options an engine passes on to its backend (vLLM's own) are left to the backend.
 
     Args:
         engine: ``"transformers"``, ``"vllm"`` or ``"remote"``.
-        options: The keyword options meant for the engine (their values are not checked here).
+        options: The keyword options meant for the engine.
         also: Further accepted names, e.g. the :class:`~qwen3_rerank.Reranker` options that
-            :func:`build_reranker` takes in the same mapping.
+            :func:`build_reranker` takes in the same mapping (their values are the Reranker's
+            to check).
 
     Raises:
         ConfigurationError: an unknown engine, an unknown option (naming the closest valid one and
-            listing them all), or ``model``/``base_url``/``api_key`` passed as an option.
+            listing them all), ``model``/``base_url``/``api_key`` passed as an option, or a value
+            the engine does not accept (naming the valid ones).
     """
     cls_name, named, forwards = _signature(engine)
     valid = sorted(set(named) | set(also))
-    for key in options:
+    for key, value in options.items():
+        if key in named:
+            problem = _value_problem(key, value, named[key])
+            if problem is not None:
+                raise ConfigurationError(f"the {engine} engine does not accept {problem}")
+            continue
         if key in _OWN_SETTINGS:
             raise ConfigurationError(
                 f"{key} is a setting of its own, not an engine option: pass {key}=... "
@@ -158,6 +246,30 @@ def validate_engine_options(engine: str, options: Mapping[str, Any], *, also: It
         )
 
 
+def _looks_like_path(model: str) -> bool:
+    # A hub id is 'name' or 'org/name': never absolute, never starting with '.' or '~', one '/' at most.
+    return (
+        model.startswith((".", "~"))
+        or os.path.isabs(model)
+        or model.count("/") > 1
+        or (os.sep != "/" and os.sep in model)
+    )
+
+
+def _model_path(model: str, *, source: str) -> str:
+    """``model`` with ``~`` expanded; a path-like one must name an existing directory."""
+    if not _looks_like_path(model):
+        return model
+    path = os.path.expanduser(model)
+    if os.path.isdir(path):
+        return path
+    what = "not a directory" if os.path.exists(path) else "no such directory"
+    raise ConfigurationError(
+        f"{what}: {model!r}{source}; the model must be a local checkpoint directory (with config.json "
+        f"and tokenizer.json) or a hub id such as {DEFAULT_MODEL!r}"
+    )
+
+
 def engine_kwargs(
     engine: str,
     *,
@@ -170,11 +282,22 @@ def engine_kwargs(
 
     ``model``, ``base_url`` and ``api_key`` fall back to their environment variables (and
     ``model`` to :data:`DEFAULT_MODEL` for the local engines); ``options`` are checked with
-    :func:`validate_engine_options`. Nothing is loaded or contacted.
+    :func:`validate_engine_options`; ``device="auto"`` is left out (the engine's default: CUDA,
+    then Ascend NPU, then CPU). A ``model`` that is a path (it starts with ``/``, ``.`` or ``~``,
+    or holds more ``/`` than a hub id's one) must be an existing directory; ``~`` is expanded.
+    Nothing is loaded or contacted.
+
+    Raises:
+        ConfigurationError: a bad option or value, a missing base URL for the remote engine, or
+            ``no such directory`` for a model path that does not exist.
     """
     validate_engine_options(engine, options)
     kwargs = dict(options)
+    if kwargs.get("device") == "auto":
+        del kwargs["device"]
     resolved = resolve_model(model, engine=engine)
+    if resolved is not None:
+        resolved = _model_path(resolved, source="" if model is not None and str(model) else f" (from ${ENV_MODEL})")
     if engine == "remote":
         urls = resolve_base_urls(base_url)
         if not urls:

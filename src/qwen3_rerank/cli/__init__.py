@@ -8,8 +8,11 @@ Commands::
     qwen3-rerank info                            versions, engines, devices, vLLM platform
 
 Exit status: 0 success (``check``: PASS), 1 a failed run (``check``: FAIL, an engine error, a
-missing package), 2 bad usage or bad input (an unknown option, an unreadable file, a malformed
-JSONL line, empty input). Errors are one line on stderr, without a traceback (``-v`` shows it).
+missing package, a server that cannot be reached), 2 bad usage or bad input found before any model
+loads (an unknown option or an invalid value such as ``--dtype float64``, a model path that does
+not exist, an unreadable file, a malformed JSONL line, ``NaN`` in JSON, a lone surrogate in a
+text, empty input), 130 interrupted (Ctrl-C; a remote run cancels its requests in flight). Errors
+are one line on stderr, without a traceback (``-v`` shows it).
 
 One module per command (:mod:`.rerank`, :mod:`.check`, :mod:`.make_test_model`, :mod:`.info`),
 each a :class:`~._base.CLISubcommand`; :mod:`._main` assembles the parser and turns errors into

@@ -12,6 +12,7 @@ PROG = "qwen3-rerank"
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 class CLIError(Exception):

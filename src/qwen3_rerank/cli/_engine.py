@@ -8,14 +8,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import settings
+from .. import engines, settings
 from ..settings import DEFAULT_MODEL, ENGINE_NAMES, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
 from ._base import CLIError, positive_int
 
 if TYPE_CHECKING:
     from ..engines import Engine
 
-__all__ = ["add_engine_arguments", "build_engine", "model_for"]
+__all__ = ["add_engine_arguments", "build_engine", "engine_kwargs", "model_for"]
 
 
 def _engine_option(text: str) -> tuple[str, Any]:
@@ -57,7 +57,9 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
         help=f"server URL for --engine remote (repeat, or separate with commas, for replicas; default ${ENV_BASE_URL})",
     )
     g.add_argument("--api-key", default=None, help=f"bearer token for --engine remote (default ${ENV_API_KEY})")
-    g.add_argument("--device", default=None, help="transformers engine: cuda, cuda:1, npu, cpu (default: auto)")
+    g.add_argument(
+        "--device", default=None, help="transformers engine: cpu, cuda, cuda:N, npu, npu:N or auto (default: auto)"
+    )
     g.add_argument("--dtype", default=None, help="float32, bfloat16, float16 or auto (default: the engine's)")
     g.add_argument(
         "--engine-option",
@@ -74,11 +76,17 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
 def model_for(args: argparse.Namespace) -> str | None:
     """The model the options name (``--model``, ``$QWEN3_RERANK_MODEL``, the default; none for remote)."""
-    return settings.resolve_model(args.model, engine=args.engine)
+    model = settings.resolve_model(args.model, engine=args.engine)
+    return None if model is None else os.path.expanduser(model)
 
 
-def build_engine(args: argparse.Namespace) -> Engine:
-    """Create the engine the options describe (imports only that engine's packages)."""
+def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The checked keyword arguments of the engine the options describe; loads and contacts nothing.
+
+    Every problem with the engine options (a flag that does not apply to the engine, an unknown
+    option or an invalid value, a model path that does not exist) is found here, so that a
+    command can check them before it reads its input.
+    """
     options: dict[str, Any] = dict(args.engine_option)
     if args.engine == "remote":
         if not settings.resolve_base_urls(args.base_url):
@@ -99,12 +107,20 @@ def build_engine(args: argparse.Namespace) -> Engine:
                 raise CLIError("--device applies to --engine transformers; vLLM picks its platform itself (see 'qwen3-rerank info')")
             options.setdefault("device", args.device)
     settings.validate_engine_options(args.engine, options)  # before -o model=... collides with --model
-    model = model_for(args)
+    return settings.engine_kwargs(
+        args.engine, model=args.model, base_url=args.base_url, api_key=args.api_key, **options
+    )
+
+
+def build_engine(args: argparse.Namespace) -> Engine:
+    """Create the engine the options describe (imports only that engine's packages)."""
+    kwargs = engine_kwargs(args)
+    model = kwargs.get("model")
     if args.engine != "remote" and model is not None and Path(model).is_dir():
         # Nothing to download: keep the loader's progress bars off the terminal.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        return settings.build_engine(args.engine, model=args.model, base_url=args.base_url, api_key=args.api_key, **options)
+        return engines.engine_class(args.engine)(**kwargs)
     except TypeError as exc:
         # VLLMEngine passes names it does not know on to vLLM, which refuses the ones it does not know either.
         if "unexpected keyword argument" in str(exc):

@@ -1,17 +1,25 @@
-"""Reading documents and queries: JSONL or one per line, from a file or stdin, with one-line errors."""
+"""Reading documents and queries: JSONL or one per line, from a file or stdin, with one-line errors.
+
+Everything read is checked here, before a model loads: a JSONL line must be standard JSON
+(``NaN``, ``Infinity`` and numbers too large for a float are refused, so that an ``id`` is always
+written back as valid JSON) and a text must be valid Unicode (a lone surrogate such as the one a
+broken ``"\\ud800"`` escape makes is refused, naming the file and line).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from .._tokenizer import find_invalid_text
 from ._base import CLIError
 
-__all__ = ["Doc", "Query", "read_documents", "read_queries"]
+__all__ = ["Doc", "Query", "check_text", "read_documents", "read_queries"]
 
 
 @dataclass
@@ -69,21 +77,60 @@ def _is_jsonl(path: str, lines: list[tuple[int, str]], fmt: str) -> bool:
     return False
 
 
+class _NotStandardJSON(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotStandardJSON(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotStandardJSON(f"the number {text} is too large for a float")
+    return value
+
+
 def _parse_json_line(line: str, where: str) -> Any:
     try:
-        return json.loads(line)
+        return json.loads(line, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise CLIError(f"{where}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+    except _NotStandardJSON as exc:
+        raise CLIError(f"{where}: {exc} (use a string or a finite number)") from None
+
+
+_JSON_ESCAPE = "often a broken \\u escape in JSON such as \\ud800 without its pair"
+
+
+def check_text(text: str, what: str, *, cause: str = _JSON_ESCAPE) -> None:
+    """Refuse a text holding a lone surrogate (invalid Unicode no tokenizer can encode)."""
+    found = find_invalid_text([text])
+    if found is not None:
+        position = found[1]
+        raise CLIError(
+            f"{what} contains a lone surrogate {text[position]!r} at character {position} (invalid Unicode, "
+            f"{cause}); fix or remove it"
+        )
+
+
+def _check_id(value: Any, where: str) -> None:
+    if isinstance(value, str):
+        check_text(value, f"{where}: the id")
 
 
 def _doc_from_value(value: Any, where: str) -> Doc:
     if isinstance(value, str):
+        check_text(value, f"{where}: the document text")
         return Doc(value)
     if isinstance(value, dict):
         text = value.get("text")
         if not isinstance(text, str):
             got = "missing" if "text" not in value else f"a {type(text).__name__}"
             raise CLIError(f"{where}: each document needs a \"text\" field holding a string ({got})")
+        check_text(text, f"{where}: the document text")
+        _check_id(value.get("id"), where)
         return Doc(text, value.get("id"))
     raise CLIError(f"{where}: a document must be a JSON object with a \"text\" field or a string, got {type(value).__name__}")
 
@@ -99,7 +146,10 @@ def read_documents(path: str, fmt: str = "auto") -> list[Doc]:
                 where = f"{name}, line {number}"
                 docs.append(_doc_from_value(_parse_json_line(line, where), where))
     else:
-        docs = [Doc(line) for _, line in lines if line.strip()]
+        for number, line in lines:
+            if line.strip():
+                check_text(line, f"{name}, line {number}: the document text")
+                docs.append(Doc(line))
     if not docs:
         raise CLIError(f"no documents in {name}: give a JSONL file with a \"text\" field per line, or one document per line")
     return docs
@@ -117,6 +167,7 @@ def read_queries(path: str, fmt: str = "auto") -> list[Query]:
             where = f"{name}, line {number}"
             value = _parse_json_line(line, where)
             if isinstance(value, str):
+                check_text(value, f"{where}: the query")
                 queries.append(Query(value))
                 continue
             if not isinstance(value, dict):
@@ -124,6 +175,8 @@ def read_queries(path: str, fmt: str = "auto") -> list[Query]:
             text = value.get("query", value.get("text"))
             if not isinstance(text, str):
                 raise CLIError(f"{where}: each query needs a \"query\" field holding a string")
+            check_text(text, f"{where}: the query")
+            _check_id(value.get("id"), where)
             docs = value.get("documents")
             parsed = None
             if docs is not None:
@@ -132,7 +185,10 @@ def read_queries(path: str, fmt: str = "auto") -> list[Query]:
                 parsed = [_doc_from_value(d, where) for d in docs]
             queries.append(Query(text, value.get("id"), parsed))
     else:
-        queries = [Query(line) for _, line in lines if line.strip()]
+        for number, line in lines:
+            if line.strip():
+                check_text(line, f"{name}, line {number}: the query")
+                queries.append(Query(line))
     if not queries:
         raise CLIError(f"no queries in {name}: give one query per line, or JSONL with a \"query\" field")
     return queries

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from ._base import EXIT_FAIL, EXIT_OK, EXIT_USAGE, PROG, CLIError, CLISubcommand, Parser
+from ._base import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, CLIError, CLISubcommand, Parser
 from .check import CheckCommand
 from .info import InfoCommand
 from .make_test_model import MakeTestModelCommand
@@ -26,7 +26,7 @@ def build_parser() -> Parser:
     parser = Parser(
         prog=PROG,
         description="Rerank documents with Qwen3-Reranker models, check an engine, build test models.",
-        epilog="Exit status: 0 ok, 1 failure (check FAIL, engine error), 2 bad usage or input.",
+        epilog="Exit status: 0 ok, 1 failure (check FAIL, engine error), 2 bad usage or input, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log INFO (-v) or DEBUG (-vv); show tracebacks")
@@ -66,7 +66,7 @@ def _main(parser: Parser, argv: Sequence[str] | None) -> int:
         return exc.code
     except KeyboardInterrupt:
         _error("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `qwen3-rerank ... | head`
         # The reader left: point stdout at devnull so the interpreter's final flush is silent.
         try:

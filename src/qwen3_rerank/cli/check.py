@@ -30,13 +30,26 @@ class CheckCommand(CLISubcommand):
     def add_arguments(self, c: argparse.ArgumentParser) -> None:
         _engine.add_engine_arguments(c)
         c.add_argument("--tolerance", type=positive_float, default=None, help="largest allowed |score difference| (default 1e-4 in float32, 0.03 otherwise)")
-        c.add_argument("--reference-device", default="cpu", help="device of the float32 reference engine (default cpu)")
+        c.add_argument(
+            "--reference-device",
+            default="cpu",
+            help="device of the float32 reference engine: cpu (default), cuda, cuda:N, npu, npu:N or auto",
+        )
         c.add_argument("--no-reference", action="store_true", help="skip the reference comparison (sanity checks and the remote template guard only)")
         c.add_argument("--json", action="store_true", help="print the report as JSON")
 
     def run(self, args: argparse.Namespace) -> int:
+        from .. import settings
+        from .._exceptions import ConfigurationError
         from ..diagnosis import CHECK_CASES, CHECK_MAX_LENGTH, format_check_report, run_check
 
+        if not args.no_reference:  # before the engine loads, which may take minutes
+            try:
+                settings.validate_engine_options("transformers", {"device": args.reference_device})
+            except ConfigurationError:
+                raise CLIError(
+                    f"--reference-device {args.reference_device!r}: choose cpu, cuda, cuda:N, npu, npu:N or auto"
+                ) from None
         engine = _engine.build_engine(args)
         reference = None
         try:

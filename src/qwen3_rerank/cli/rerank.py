@@ -14,7 +14,7 @@ from typing import Any
 
 from . import _engine
 from ._base import EXIT_OK, CLIError, CLISubcommand, non_negative_int, positive_int, probability
-from ._inputs import Doc, Query, read_documents, read_queries
+from ._inputs import Doc, Query, check_text, read_documents, read_queries
 
 __all__ = ["RerankCommand", "format_table"]
 
@@ -75,7 +75,12 @@ class RerankCommand(CLISubcommand):
             raise CLIError("--docs and --queries cannot both read stdin")
         if args.query is not None and not args.query.strip():
             raise CLIError("the query is empty: pass the search text as QUERY")
+        # Bytes that are not UTF-8 on the command line arrive as lone surrogates.
+        for text, what in ((args.query, "QUERY"), (args.instruction, "--instruction")):
+            if text is not None:
+                check_text(text, what, cause="bytes that are not UTF-8 on the command line")
 
+        _engine.engine_kwargs(args)  # bad engine options fail before the input is read (stdin too)
         shared = read_documents(args.docs, args.docs_format) if args.docs is not None else None
         if args.queries is not None:
             queries = read_queries(args.queries)
@@ -134,14 +139,37 @@ def _rerank_all(reranker: Any, queries: list[Query], args: argparse.Namespace) -
     kwargs = {"top_n": args.top_n, "score_threshold": args.threshold}
     rankings: list[Any] = []
     with _Progress(len(queries), enabled=bool(show and len(queries) > 1), unit="queries") as progress:
-        for chunk in _chunks(queries, args.chunk_size):
-            rankings.extend(
-                reranker.rerank_many(
-                    [q.text for q in chunk], [[d.text for d in q.documents or []] for q in chunk], **kwargs
-                )
-            )
-            progress.update(len(chunk))
+        if reranker.engine.name == "remote":
+            # Over HTTP, the async path: Ctrl-C cancels the requests in flight (exit 130 at once)
+            # where the sync path would wait for their answers, up to the engine's timeout.
+            import asyncio
+
+            asyncio.run(_arerank_chunks(reranker, queries, args.chunk_size, kwargs, progress, rankings))
+        else:
+            for chunk in _chunks(queries, args.chunk_size):
+                rankings.extend(reranker.rerank_many(*_texts(chunk), **kwargs))
+                progress.update(len(chunk))
     return rankings
+
+
+async def _arerank_chunks(
+    reranker: Any,
+    queries: list[Query],
+    chunk_size: int,
+    kwargs: dict[str, Any],
+    progress: _Progress,
+    rankings: list[Any],
+) -> None:
+    try:
+        for chunk in _chunks(queries, chunk_size):
+            rankings.extend(await reranker.arerank_many(*_texts(chunk), **kwargs))
+            progress.update(len(chunk))
+    finally:
+        await reranker.engine.aclose()  # its async client belongs to this event loop
+
+
+def _texts(chunk: list[Query]) -> tuple[list[str], list[list[str]]]:
+    return [q.text for q in chunk], [[d.text for d in q.documents or []] for q in chunk]
 
 
 def _chunks(queries: list[Query], max_docs: int) -> Iterator[list[Query]]:
