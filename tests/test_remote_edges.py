@@ -130,6 +130,29 @@ async def test_a_dripping_server_cannot_outlast_total_timeout_async(tok: Qwen3To
     await engine.aclose()
 
 
+def test_ctrl_c_during_a_sync_call_in_several_requests_returns_at_once(tok: Qwen3Tokenizer) -> None:
+    """Issue 13 item 7: KeyboardInterrupt while chunks are in flight does not wait for them."""
+    import os
+    import signal
+
+    server = Dripping("body")
+    engine = RemoteEngine(server.url, tokenizer=tok, api="classify", max_model_len=512, total_timeout=30,
+                          max_batch_size=1, max_concurrency=4)  # fmt: skip
+    engine._resolved = ("classify", "/classify")
+    timer = threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGINT))  # a real Ctrl-C
+    try:
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            engine.score(pairs_for(tok, ["a", "b", "c", "d"]))
+        assert time.monotonic() - start < 3.0
+        engine.close()  # does not wait for the requests in flight either
+        assert time.monotonic() - start < 4.0
+    finally:
+        timer.cancel()
+        server.close()
+
+
 def test_discovery_and_server_tokenizer_are_bounded_too(dripping: Dripping) -> None:
     engine = RemoteEngine(dripping.url, tokenizer="server", total_timeout=1.0)
     start = time.monotonic()

@@ -382,10 +382,14 @@ class Requester:
             futures = [self._pool.submit(self.run, p) for p in plans]
         try:
             return [f.result() for f in futures]
-        except BaseException:
+        except Exception:
             for f in futures:  # one failure fails the call: drop what has not started
                 f.cancel()
-            concurrent.futures.wait(futures)
+            concurrent.futures.wait(futures)  # the others end by the call's deadline
+            raise
+        except BaseException:  # Ctrl-C: return at once; requests in flight end by their deadline
+            for f in futures:
+                f.cancel()
             raise
 
     # -- clients -----------------------------------------------------------------------------------
@@ -423,8 +427,8 @@ class Requester:
             keeper, self._keeper = self._keeper, None
             loop, self._async_loop = self._async_loop, None
             aclient, self._async_client = (self._async_client, None) if self._owns_async_client else (None, None)
-        if pool is not None:
-            pool.shutdown(wait=True)
+        if pool is not None:  # requests still in flight end by their own deadline
+            pool.shutdown(wait=False, cancel_futures=True)
         if client is not None:
             client.close()
         if aclient is None or aclient.is_closed or loop is None or loop.is_closed():
