@@ -38,7 +38,7 @@ SEED_HF_OVERRIDES: dict[str, Any] = {
     # ... as softmax([no, yes])[1] (vLLM's from_2_way_softmax), the model card's P(yes).
     "is_original_qwen3_reranker": True,
 }
-"""The seed's ``--hf_overrides`` for an original Qwen3-Reranker checkpoint."""
+"""The Qwen3-Reranker ``--hf-overrides`` (the vLLM-Ascend tutorial's) for an original checkpoint."""
 
 # Small and quick on a shared CPU box: the CPU backend reads gpu_memory_utilization as a share of
 # NUMA node 0's memory; eager mode skips ~20 s of compilation.
@@ -126,7 +126,7 @@ def start_vllm_server(
         model_dir: The checkpoint to serve (also the served model name).
         port: TCP port (default: a free one).
         extra_args: More command-line flags (``--api-key``, ``--chat-template`` …).
-        hf_overrides: ``--hf-overrides`` (default: the seed's; ``None`` sends none).
+        hf_overrides: ``--hf-overrides`` (default: the Qwen3-Reranker overrides; ``None`` sends none).
         timeout: Seconds to wait for ``/health``.
         python: Interpreter that has vLLM (default: this one).
 
@@ -145,6 +145,9 @@ def start_vllm_server(
     cmd += list(extra_args)
     log = Path(tempfile.mkstemp(prefix=f"vllm-serve-{port}-", suffix=".log")[1])
     env = dict(os.environ, VLLM_LOGGING_LEVEL=os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"))
+    # float32 on CUDA: vLLM's Triton attention would round fp32 to TF32 (README, "float32 on a GPU");
+    # ignored on the CPU build.
+    env.setdefault("TRITON_F32_DEFAULT", "ieee")
     with open(log, "wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     server = VLLMServer(process, f"http://127.0.0.1:{port}", log)
