@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-H100_BF16_PEAK = 790e12  # measured bf16 GEMM rate of one H100 (ENVIRONMENT.md)
+H100_BF16_PEAK = 790e12  # measured bf16 GEMM rate of one H100 (the device machine's measured figure)
 
 
 def shape_config(shape: str) -> dict[str, int]:

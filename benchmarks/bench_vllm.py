@@ -8,7 +8,7 @@ Usage (each mode in its own process: one vLLM engine per process, started once):
            is ``llm.score(query_strings, document_strings)`` on strings formatted as in vLLM's
            ``examples/pooling/score/qwen3_reranker_offline.py`` (formatting not timed). Also
            ``classify-ids``: the core's bulk tokenization + ``llm.classify(TokensPrompt)`` on the
-           same LLM (the ENVIRONMENT.md starting point of the token-id design).
+           same LLM (where the token-id design started).
 ``engine`` ``Reranker(VLLMEngine(...)).rerank_many(queries, documents)``: raw text in, results
            out; tokenization, truncation checks and result building are all timed.
 

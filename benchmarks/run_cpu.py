@@ -10,7 +10,7 @@ Parts (each in its own process; ``python benchmarks/run_cpu.py`` runs all of the
                   on the same kind of input (raw text in, LangChain documents out).
 ``remote``        one local ``vllm serve``: ``RemoteEngine`` through ``Reranker.arerank`` with
                   1 / 4 / 16 / 64 queries in flight vs a naive ``requests.post`` loop over
-                  ``/score`` (one query at a time, the seed's request).
+                  ``/score`` (one query at a time, the vLLM-Ascend tutorial's request).
 ``cold-start``    fresh interpreters, median of ``--reps``: ``tokenizers.Tokenizer.from_file`` of
                   the tiny model's tokenizer.json vs ``Qwen3Tokenizer.from_pretrained`` of its
                   directory (and their ratio); process start to the first ``RemoteEngine`` rerank

@@ -128,7 +128,7 @@ def engine_options(args: argparse.Namespace, tiny: bool) -> dict[str, Any]:
     if tiny and args.engine == "transformers":
         options.update(dtype="float32")
     if tiny and args.engine == "vllm":
-        # Small and quick on a CPU box (see ENVIRONMENT.md of the repository).
+        # Small and quick on a CPU box (vLLM's CPU build reads gpu_memory_utilization as a share of RAM).
         options.update(dtype="float32", max_model_len=2048, gpu_memory_utilization=0.15, enforce_eager=True)
     for item in args.option:
         key, _, value = item.partition("=")

