@@ -79,7 +79,9 @@ class Ranking(list):  # type: ignore[type-arg]
 
     __slots__ = ("stats",)
 
-    def __init__(self, results: list[RerankResult] | tuple[RerankResult, ...] = (), stats: RerankStats | None = None) -> None:
+    def __init__(
+        self, results: list[RerankResult] | tuple[RerankResult, ...] = (), stats: RerankStats | None = None
+    ) -> None:
         super().__init__(results)
         self.stats = stats if stats is not None else RerankStats()
 

@@ -103,6 +103,8 @@ def build_reference(model: str, *, device: str = "cpu") -> tuple[Engine, str]:
         device = auto_device()
     architecture, _ = read_architecture(model)
     if architecture == CAUSAL:
-        return OfficialFormula(model, device=device), f"the official formula (full causal-LM logits, float32 on {device})"
+        return OfficialFormula(
+            model, device=device
+        ), f"the official formula (full causal-LM logits, float32 on {device})"
     engine = TransformersEngine(model, device=device, dtype="float32")
     return engine, f"the embedded engine (W_yes - W_no score row, float32 on {device})"

@@ -263,7 +263,7 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
         batch = h.Batch.parse(inputs, top_n=self.top_n, instruction=self.instruction)
         for instruction, requests in batch.calls.items():
             rankings = self.client.rerank_many(*h.call_args(requests), **self._options(h.most(requests), instruction))
-            for r, ranking in zip(requests, rankings):
+            for r, ranking in zip(requests, rankings, strict=True):
                 batch.outputs[r.slot] = self._finish(r.docs, h.first(ranking, r.top_n), configs[r.slot])
         return batch.outputs
 
@@ -272,7 +272,7 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
         for instruction, requests in batch.calls.items():
             options = self._options(h.most(requests), instruction)
             rankings = await self.client.arerank_many(*h.call_args(requests), **options)
-            for r, ranking in zip(requests, rankings):
+            for r, ranking in zip(requests, rankings, strict=True):
                 batch.outputs[r.slot] = await self._afinish(r.docs, h.first(ranking, r.top_n), configs[r.slot])
         return batch.outputs
 

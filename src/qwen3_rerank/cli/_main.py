@@ -29,7 +29,9 @@ def build_parser() -> Parser:
         epilog="Exit status: 0 ok, 1 failure (check FAIL, engine error), 2 bad usage or input, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log INFO (-v) or DEBUG (-vv); show tracebacks")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log INFO (-v) or DEBUG (-vv); show tracebacks"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for command in COMMANDS:
         command.register(sub)

@@ -295,7 +295,10 @@ class RemoteEngine(Engine):
     def __repr__(self) -> str:
         shown = self._requester.shown_urls
         urls = shown[0] if len(shown) == 1 else list(shown)
-        return f"RemoteEngine(base_url={urls!r}, model={self.model!r}, api={self.api!r}, api_key={self._requester._api_key!r})"
+        return (
+            f"RemoteEngine(base_url={urls!r}, model={self.model!r}, api={self.api!r}, "
+            f"api_key={self._requester._api_key!r})"
+        )
 
     # -- chunking and reassembly -----------------------------------------------------------------
     def _chunks(self, api: str, pairs: Sequence[EncodedPair]) -> list[_Chunk]:

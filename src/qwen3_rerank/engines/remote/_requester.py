@@ -25,8 +25,8 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...settings import ENV_API_KEY
 from ..._exceptions import ConfigurationError, EngineError, RemoteError, RemoteTimeoutError
+from ...settings import ENV_API_KEY
 from . import _protocol as proto
 from ._transport import (
     DEADLINE,

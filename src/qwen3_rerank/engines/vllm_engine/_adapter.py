@@ -216,7 +216,9 @@ def get_adapter() -> VLLMAdapter:
 _FLOAT32 = ("float32", "float", "torch.float32")
 
 
-def start_environment(*, device_type: str, dtype: str, cuda_initialised: bool, environ: Mapping[str, str]) -> dict[str, str]:
+def start_environment(
+    *, device_type: str, dtype: str, cuda_initialised: bool, environ: Mapping[str, str]
+) -> dict[str, str]:
     """Environment variables to set while vLLM starts its engine processes (pure).
 
     * ``VLLM_WORKER_MULTIPROC_METHOD=spawn`` on CUDA when CUDA is already initialised in this
