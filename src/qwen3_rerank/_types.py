@@ -70,7 +70,7 @@ class RerankStats:
     duplicates: int = 0
 
 
-class Ranking(list):  # type: ignore[type-arg]
+class Ranking(list[RerankResult]):
     """A ``list[RerankResult]`` sorted best first, with the call's :class:`RerankStats` attached.
 
     Behaves exactly like a list (indexing, slicing, ``len``, comparison); ``ranking.stats`` tells

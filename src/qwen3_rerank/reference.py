@@ -59,7 +59,9 @@ class OfficialFormula(Engine):
         self.device = device
         self.dtype = "float32"
         with quiet_transformers():  # no "Loading weights" bar on the terminal of the program using us
-            self._model: Any = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32).to(device).eval()
+            # transformers types PreTrainedModel.to as @wraps(torch.nn.Module.to): a device string is refused.
+            loaded = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
+            self._model: Any = loaded.to(device).eval()  # type: ignore[arg-type]
 
     @property
     def tokenizer(self) -> Qwen3Tokenizer:

@@ -62,7 +62,8 @@ def _main(parser: Parser, argv: Sequence[str] | None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        return args.run(args)
+        status: int = args.run(args)
+        return status
     except CLIError as exc:
         _error(str(exc))
         return exc.code

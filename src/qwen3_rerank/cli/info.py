@@ -150,7 +150,7 @@ def _devices() -> dict[str, Any]:
             if npu["available"]:
                 import torch
 
-                npu["count"] = torch.npu.device_count()
+                npu["count"] = torch.npu.device_count()  # type: ignore[attr-defined]  # torch_npu adds torch.npu
             devices["npu"] = npu
         except Exception as exc:
             devices["npu"] = {"available": False, "error": " ".join(str(exc).split())[:200]}

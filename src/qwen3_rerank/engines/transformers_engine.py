@@ -133,7 +133,8 @@ class TransformersEngine(Engine):
             kwargs["attn_implementation"] = attn_implementation
         loader = AutoModelForCausalLM if self.architecture == CAUSAL else AutoModelForSequenceClassification
         with quiet_transformers():
-            net = loader.from_pretrained(str(model), **kwargs).to(self.device).eval()
+            # transformers types PreTrainedModel.to as @wraps(torch.nn.Module.to): a device string is refused.
+            net = loader.from_pretrained(str(model), **kwargs).to(self.device).eval()  # type: ignore[arg-type]
         self._body = net.base_model  # the decoder stack with its final norm, no head
         self._cache_name = _cache_argument(self._body)
         with torch.no_grad():
