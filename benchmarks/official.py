@@ -34,7 +34,7 @@ class OfficialReranker:
         self.token_false_id = self.tokenizer.convert_tokens_to_ids("no")
         self.token_true_id = self.tokenizer.convert_tokens_to_ids("yes")
         self.max_length = max_length
-        prefix = '<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+        prefix = '<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'  # noqa: E501 (verbatim)
         suffix = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
         self.prefix_tokens = self.tokenizer.encode(prefix, add_special_tokens=False)
         self.suffix_tokens = self.tokenizer.encode(suffix, add_special_tokens=False)
@@ -81,9 +81,11 @@ class OfficialReranker:
         if not self.batch_size:
             return [
                 self.compute_logits(self.process_inputs([self.format_instruction(instruction, q, d) for d in docs]))
-                for q, docs in zip(queries, documents)
+                for q, docs in zip(queries, documents, strict=True)
             ]
-        pairs = [self.format_instruction(instruction, q, d) for q, docs in zip(queries, documents) for d in docs]
+        pairs = [
+            self.format_instruction(instruction, q, d) for q, docs in zip(queries, documents, strict=True) for d in docs
+        ]
         scores = []
         for start in range(0, len(pairs), self.batch_size):
             scores.extend(self.compute_logits(self.process_inputs(pairs[start : start + self.batch_size])))

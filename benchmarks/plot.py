@@ -35,12 +35,12 @@ def main(paths: list[str], out: str) -> None:
         last[(r["suite"], r["shape"], r.get("workload"), r["engine"])] = r
     fig, axes = plt.subplots(2, 3, figsize=(21, 11))
     width = 0.8 / len(ENGINES)
-    for ax, shape in zip(axes[0], SHAPES):
+    for ax, shape in zip(axes[0], SHAPES, strict=True):
         for k, (suite, eng, label) in enumerate(ENGINES):
             vals = [last.get((suite, shape, w, eng), {}).get("pairs_per_s", 0) for w in WORKLOADS]
             xs = [i + k * width for i in range(len(WORKLOADS))]
             ax.bar(xs, vals, width, label=label)
-            for x, v in zip(xs, vals):
+            for x, v in zip(xs, vals, strict=True):
                 if v:
                     ax.text(x, v, f"{v:.0f}", ha="center", va="bottom", fontsize=7, rotation=90)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(WORKLOADS))])
@@ -93,7 +93,7 @@ def main(paths: list[str], out: str) -> None:
     for k, (label, shape, vals) in enumerate(groups):
         xs = [i + k * bw for i in range(len(WORKLOADS))]
         ax.bar(xs, vals, bw, label=label)
-        for x, v, w in zip(xs, vals, WORKLOADS):
+        for x, v, w in zip(xs, vals, WORKLOADS, strict=True):
             if v:
                 ax.text(x, v, f"{v:.2f}x", ha="center", va="bottom", fontsize=7)
             t = targets.get((shape, w))

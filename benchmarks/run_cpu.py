@@ -35,11 +35,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import workloads as W
 from _common import Recorder, machine
+
+HERE = Path(__file__).resolve().parent
 
 OUT = HERE / "results" / "cpu.jsonl"
 STACK = W.Workload("stack", 1, 100, 250)  # W1-sized pairs (~335 tokens), 1 query x 100 documents
@@ -67,7 +68,8 @@ def part_imports() -> None:
         "langchain_core (the integration's own import lines)": "; ".join(  # noqa: FLY002
             [
                 "from langchain_core.callbacks import Callbacks, adispatch_custom_event, dispatch_custom_event",
-                "from langchain_core.callbacks.manager import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun",
+                "from langchain_core.callbacks.manager import "
+                "AsyncCallbackManagerForChainRun, CallbackManagerForChainRun",
                 "from langchain_core.documents import BaseDocumentCompressor, Document",
                 "from langchain_core.runnables import RunnableConfig, RunnableSerializable",
                 "from langchain_core.runnables.config import ensure_config, get_callback_manager_for_config",
@@ -77,7 +79,8 @@ def part_imports() -> None:
         ),
         "llama_index.core (the integration's own import lines)": "; ".join(  # noqa: FLY002
             [
-                "from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator",
+                "from llama_index.core.bridge.pydantic import "
+                "ConfigDict, Field, PrivateAttr, SecretStr, model_validator",
                 "from llama_index.core.callbacks import CBEventType, EventPayload",
                 "from llama_index.core.instrumentation import get_dispatcher",
                 "from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent",
@@ -138,8 +141,8 @@ def part_stack_raw(reps: int) -> None:
 
 def part_stack_engine(reps: int, max_num_batched_tokens: int | None = None) -> None:
     from langchain_core.documents import Document
-    from langchain_qwen3_rerank import Qwen3Rerank
 
+    from langchain_qwen3_rerank import Qwen3Rerank
     from qwen3_rerank import Reranker
     from qwen3_rerank.engines.vllm_engine import VLLMEngine
 
@@ -185,7 +188,7 @@ def part_remote(reps: int) -> None:
         pairs = REMOTE.queries * REMOTE.docs_per_query
 
         def naive(queries, docs):
-            for q, ds in zip(queries, docs):
+            for q, ds in zip(queries, docs, strict=True):
                 r = requests.post(
                     server.base_url + "/score",
                     json={
@@ -229,7 +232,7 @@ def part_remote(reps: int) -> None:
                     async with gate:
                         return await reranker.arerank(q, ds)
 
-                await asyncio.gather(*(one(q, ds) for q, ds in zip(queries, docs)))
+                await asyncio.gather(*(one(q, ds) for q, ds in zip(queries, docs, strict=True)))
 
             timed(
                 lambda q, d: asyncio.run(run_all(q, d)),
@@ -333,7 +336,10 @@ def part_cold_start(reps: int, label: str | None) -> None:
             for _ in range(reps):
                 started = time.time()
                 res = subprocess.run(
-                    [sys.executable, "-c", "import sys\n" + code, model, url], capture_output=True, text=True, check=False
+                    [sys.executable, "-c", "import sys\n" + code, model, url],
+                    capture_output=True,
+                    text=True,
+                    check=False,
                 )
                 if res.returncode != 0:
                     raise RuntimeError(f"{name} failed:\n{res.stderr[-3000:]}")
@@ -357,7 +363,12 @@ def part_cold_start(reps: int, label: str | None) -> None:
     finally:
         server.shutdown()
     ratio = medians["Qwen3Tokenizer.from_pretrained"] / medians["tokenizers.Tokenizer.from_file"]
-    rec.add(engine="Qwen3Tokenizer / Tokenizer.from_file", workload="build, in a fresh process", ratio=round(ratio, 2), label=label)
+    rec.add(
+        engine="Qwen3Tokenizer / Tokenizer.from_file",
+        workload="build, in a fresh process",
+        ratio=round(ratio, 2),
+        label=label,
+    )
 
 
 def main() -> None:

@@ -66,7 +66,16 @@ def phase_command(phase: str, state: Path, budget: float) -> list[str]:
             extra += ["--engine-kw", "max_num_batched_tokens=16384", "--engine-kw", "max_num_seqs=1024"]
         if kind == "vllm-replicas2":
             extra += ["--engine-kw", "replicas=2"]
-        return [py, str(HERE / "bench_vllm.py"), "--mode", mode, *common, "--scores", str(state / f"scores-{shape}.json"), *extra]
+        return [
+            py,
+            str(HERE / "bench_vllm.py"),
+            "--mode",
+            mode,
+            *common,
+            "--scores",
+            str(state / f"scores-{shape}.json"),
+            *extra,
+        ]
     raise SystemExit(f"unknown phase {phase!r}")
 
 

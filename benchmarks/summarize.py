@@ -29,7 +29,8 @@ def main(path: str) -> None:
             print(f"{suite!s:12} {shape!s:5} startup {eng!s:8} {r['seconds']} s")
         elif kind == "ratio":
             print(
-                f"{suite:12} {shape:5} {wl:16} {eng:26} ratio={r['ratio']} vs {r['vs']} mem_ratio={r.get('mem_ratio')} diff={r.get('max_score_diff')}"
+                f"{suite:12} {shape:5} {wl:16} {eng:26} ratio={r['ratio']} vs {r['vs']} "
+                f"mem_ratio={r.get('mem_ratio')} diff={r.get('max_score_diff')}"
             )
         elif "note" in r:
             print(f"{suite!s:12} {shape!s:5} {wl!s:16} {eng!s:26} {r['note']}")

@@ -62,7 +62,7 @@ def main() -> None:
         # Both queries go to the engine in one call.
         rankings = reranker.rerank_many(QUERIES, [PASSAGES, PASSAGES], top_n=args.top_n)
 
-    for query, ranking in zip(QUERIES, rankings):
+    for query, ranking in zip(QUERIES, rankings, strict=True):
         print(f"Query: {query}")
         print(f"{'rank':>4}  {'score':>7}  passage")
         for rank, result in enumerate(ranking, 1):

@@ -176,7 +176,7 @@ def main() -> None:
         results = chain.batch(queries, config={"callbacks": [StatsPrinter()]})
     finally:
         reranker.close()
-    for query, docs in zip(queries, results):
+    for query, docs in zip(queries, results, strict=True):
         print(f"\nquery: {query}")
         for rank, doc in enumerate(docs, 1):
             print(

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen3_rerank import EngineOutput, Reranker, prompts
-from qwen3_rerank import settings
+from qwen3_rerank import EngineOutput, Reranker, prompts, settings
 from qwen3_rerank.cli import _engine as cli_engine
 from qwen3_rerank.cli import info as cli_info
 from qwen3_rerank.cli import main
@@ -66,7 +65,9 @@ def docs_file(tmp_path) -> Path:
 @pytest.fixture()
 def jsonl_file(tmp_path) -> Path:
     path = tmp_path / "docs.jsonl"
-    path.write_text("".join(json.dumps({"id": f"d{i}", "text": d}) + "\n" for i, d in enumerate(DOCS)), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": d}) + "\n" for i, d in enumerate(DOCS)), encoding="utf-8"
+    )
     return path
 
 
@@ -149,7 +150,18 @@ def test_rerank_json_equals_the_library(reuse_engine, capsys, tiny_model, jsonl_
     assert [r["score"] for r in doc["results"]] == pytest.approx([r.score for r in expected], abs=1e-6)
     assert [r["rank"] for r in doc["results"]] == [1, 2, 3, 4]
     first = doc["results"][0]
-    assert set(first) >= {"rank", "index", "score", "logit", "truncated", "num_tokens", "window", "num_windows", "text", "id"}
+    assert set(first) >= {
+        "rank",
+        "index",
+        "score",
+        "logit",
+        "truncated",
+        "num_tokens",
+        "window",
+        "num_windows",
+        "text",
+        "id",
+    }
     assert first["id"] == f"d{first['index']}" and first["text"] == DOCS[first["index"]]
     assert doc["stats"]["pairs"] == 4 and doc["stats"]["engine"] == "transformers"
 
@@ -164,14 +176,21 @@ def test_rerank_jsonl_one_line_per_result(reuse_engine, capsys, tiny_model, json
 
 
 def test_rerank_reads_stdin(reuse_engine, capsys, monkeypatch, tiny_model):
-    code, out, err = run(["rerank", QUERY, "--docs", "-", "-m", tiny_model, "--json"], capsys, stdin="\n".join(DOCS), monkeypatch=monkeypatch)
+    code, out, err = run(
+        ["rerank", QUERY, "--docs", "-", "-m", tiny_model, "--json"],
+        capsys,
+        stdin="\n".join(DOCS),
+        monkeypatch=monkeypatch,
+    )
     assert code == 0, err
     assert sorted(r["text"] for r in json.loads(out)["results"]) == sorted(DOCS)
 
 
 def test_rerank_jsonl_from_stdin_is_detected(reuse_engine, capsys, monkeypatch, tiny_model):
     stdin = "".join(json.dumps({"text": d}) + "\n" for d in DOCS[:2])
-    code, out, err = run(["rerank", QUERY, "--docs", "-", "-m", tiny_model, "--json"], capsys, stdin=stdin, monkeypatch=monkeypatch)
+    code, out, err = run(
+        ["rerank", QUERY, "--docs", "-", "-m", tiny_model, "--json"], capsys, stdin=stdin, monkeypatch=monkeypatch
+    )
     assert code == 0, err
     assert sorted(r["text"] for r in json.loads(out)["results"]) == sorted(DOCS[:2])
 
@@ -179,7 +198,9 @@ def test_rerank_jsonl_from_stdin_is_detected(reuse_engine, capsys, monkeypatch, 
 def test_lines_format_keeps_braces_as_text(reuse_engine, capsys, tmp_path, tiny_model):
     path = tmp_path / "docs.txt"
     path.write_text('{"not": "json, just text"}\nsecond\n', encoding="utf-8")
-    code, out, err = run(["rerank", QUERY, "--docs", path, "--docs-format", "lines", "-m", tiny_model, "--json"], capsys)
+    code, out, err = run(
+        ["rerank", QUERY, "--docs", path, "--docs-format", "lines", "-m", tiny_model, "--json"], capsys
+    )
     assert code == 0, err
     assert sorted(r["text"] for r in json.loads(out)["results"]) == sorted(['{"not": "json, just text"}', "second"])
 
@@ -212,7 +233,21 @@ def test_max_length_truncates_and_window_mode_windows(reuse_engine, capsys, tmp_
     assert by_index[1]["truncated"] is False
 
     code, out, err = run(
-        ["rerank", QUERY, "--docs", path, "-m", tiny_model, "--max-length", "128", "--long-documents", "window", "--window-overlap", "16", "--json"],
+        [
+            "rerank",
+            QUERY,
+            "--docs",
+            path,
+            "-m",
+            tiny_model,
+            "--max-length",
+            "128",
+            "--long-documents",
+            "window",
+            "--window-overlap",
+            "16",
+            "--json",
+        ],
         capsys,
     )
     assert code == 0, err
@@ -232,12 +267,14 @@ def test_max_length_truncates_and_window_mode_windows(reuse_engine, capsys, tmp_
 def test_many_queries_share_the_documents(reuse_engine, capsys, tmp_path, tiny_model, docs_file, transformers_engine):
     queries = tmp_path / "queries.txt"
     queries.write_text("capital of China\nOlympic games\nFrench capital\n", encoding="utf-8")
-    code, out, err = run(["rerank", "--queries", queries, "--docs", docs_file, "-m", tiny_model, "--json", "--chunk-size", "5"], capsys)
+    code, out, err = run(
+        ["rerank", "--queries", queries, "--docs", docs_file, "-m", tiny_model, "--json", "--chunk-size", "5"], capsys
+    )
     assert code == 0, err
     records = json.loads(out)
     assert [r["query"] for r in records] == ["capital of China", "Olympic games", "French capital"]
     expected = Reranker(transformers_engine).rerank_many([r["query"] for r in records], [DOCS] * 3)
-    for rec, ranking in zip(records, expected):
+    for rec, ranking in zip(records, expected, strict=True):
         assert [r["index"] for r in rec["results"]] == [r.index for r in ranking]
         assert [r["score"] for r in rec["results"]] == pytest.approx([r.score for r in ranking], abs=1e-6)
 
@@ -250,7 +287,9 @@ def test_many_queries_with_their_own_documents_and_progress(reuse_engine, capsys
         {"query": "empty list", "documents": []},
     ]
     queries.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    code, out, err = run(["rerank", "--queries", queries, "-m", tiny_model, "--jsonl", "--progress", "--chunk-size", "2"], capsys)
+    code, out, err = run(
+        ["rerank", "--queries", queries, "-m", tiny_model, "--jsonl", "--progress", "--chunk-size", "2"], capsys
+    )
     assert code == 0, err
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["query_index"] for r in records] == [0, 0, 1, 1, 1]
@@ -264,7 +303,9 @@ def test_progress_without_tqdm_is_a_plain_counter(reuse_engine, capsys, monkeypa
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tqdm" else real(name, *a))
     queries = tmp_path / "q.txt"
     queries.write_text("a\nb\n", encoding="utf-8")
-    code, out, err = run(["rerank", "--queries", queries, "--docs", docs_file, "-m", tiny_model, "--progress", "--json"], capsys)
+    code, out, err = run(
+        ["rerank", "--queries", queries, "--docs", docs_file, "-m", tiny_model, "--progress", "--json"], capsys
+    )
     assert code == 0
     assert "reranking [" in err and "2/2 queries (100%)" in err
     assert len(json.loads(out)) == 2
@@ -312,7 +353,13 @@ def test_jsonl_line_with_non_object(capsys, tmp_path, tiny_model):
 
 
 @pytest.mark.parametrize(
-    "line", ['{"id": NaN, "text": "x"}', '{"id": Infinity, "text": "x"}', '{"id": -Infinity, "text": "x"}', '{"id": 1e999, "text": "x"}']
+    "line",
+    [
+        '{"id": NaN, "text": "x"}',
+        '{"id": Infinity, "text": "x"}',
+        '{"id": -Infinity, "text": "x"}',
+        '{"id": 1e999, "text": "x"}',
+    ],
 )
 def test_non_finite_numbers_are_refused_with_the_line(capsys, tmp_path, tiny_model, line):
     # Python's json reads them, but written back they would make the output invalid JSON.
@@ -335,11 +382,23 @@ def test_ids_are_written_back_as_valid_json(reuse_engine, capsys, tmp_path, tiny
 @pytest.mark.parametrize(
     ("option", "content", "fragment"),
     [
-        ("--docs", '{"text": "ok"}\n{"text": "bad \\ud800 text"}\n', "the document text contains a lone surrogate '\\ud800' at character 4"),
+        (
+            "--docs",
+            '{"text": "ok"}\n{"text": "bad \\ud800 text"}\n',
+            "the document text contains a lone surrogate '\\ud800' at character 4",
+        ),
         ("--docs", '"ok"\n"\\udc00"\n', "the document text contains a lone surrogate"),
         ("--docs", '{"text": "ok", "id": "\\ud800"}\n{"text": "b"}\n', "line 1: the id contains a lone surrogate"),
-        ("--queries", '{"query": "a", "documents": ["x"]}\n{"query": "\\udfff", "documents": ["x"]}\n', "the query contains a lone surrogate"),
-        ("--queries", '{"query": "a", "documents": ["x", "y\\ud83d"]}\n{"query": "b", "documents": ["x"]}\n', "line 1: the document text"),
+        (
+            "--queries",
+            '{"query": "a", "documents": ["x"]}\n{"query": "\\udfff", "documents": ["x"]}\n',
+            "the query contains a lone surrogate",
+        ),
+        (
+            "--queries",
+            '{"query": "a", "documents": ["x", "y\\ud83d"]}\n{"query": "b", "documents": ["x"]}\n',
+            "line 1: the document text",
+        ),
     ],
 )
 def test_a_lone_surrogate_is_refused_with_the_file_and_line(capsys, tmp_path, tiny_model, option, content, fragment):
@@ -348,7 +407,9 @@ def test_a_lone_surrogate_is_refused_with_the_file_and_line(capsys, tmp_path, ti
     argv = ["rerank", "--docs", path] if option == "--docs" else ["rerank", "--queries", path]
     code, out, err = run([*argv[:1], *([QUERY] if option == "--docs" else []), *argv[1:], "-m", tiny_model], capsys)
     line = 2 if "line 1" not in fragment else 1
-    assert_one_line_error(code, err, f"{path}, line {line}:", fragment.removeprefix("line 1: "), "\\u escape", expected_code=2)
+    assert_one_line_error(
+        code, err, f"{path}, line {line}:", fragment.removeprefix("line 1: "), "\\u escape", expected_code=2
+    )
     assert out == ""
 
 
@@ -400,9 +461,15 @@ def test_malformed_queries_file(capsys, tmp_path, tiny_model, docs_file):
         (["rerank", QUERY, "--docs", "{docs}", "--engine", "remote", "--base-url", "localhost:8000"], ["http://"]),
         (["rerank", QUERY, "--docs", "{docs}", "--base-url", "http://x"], ["--engine remote"]),
         (["rerank", QUERY, "--docs", "{docs}", "--api-key", "k"], ["--engine remote"]),
-        (["rerank", QUERY, "--docs", "{docs}", "--engine", "remote", "--base-url", "http://x", "--dtype", "float32"], ["--dtype"]),
+        (
+            ["rerank", QUERY, "--docs", "{docs}", "--engine", "remote", "--base-url", "http://x", "--dtype", "float32"],
+            ["--dtype"],
+        ),
         (["rerank", QUERY, "--docs", "{docs}", "--engine", "vllm", "--device", "cuda"], ["--device"]),
-        (["rerank", QUERY, "--docs", "{docs}", "--dtype", "nonsense"], ["dtype='nonsense'", "float32, bfloat16, float16 or auto"]),
+        (
+            ["rerank", QUERY, "--docs", "{docs}", "--dtype", "nonsense"],
+            ["dtype='nonsense'", "float32, bfloat16, float16 or auto"],
+        ),
         (["rerank", QUERY, "--docs", "{docs}", "--device", "nonsense"], ["device='nonsense'", "cuda:N"]),
         (["rerank", QUERY, "--docs", "{docs}", "-o", 'batch_size="x"'], ["batch_size='x'", "integer >= 1"]),
         (["rerank", QUERY, "--docs", "{docs}", "-o", "batch_size=-1"], ["batch_size=-1", "integer >= 1"]),
@@ -435,7 +502,9 @@ def test_a_model_path_that_does_not_exist(capsys, tmp_path, docs_file, engine, m
 
 
 def test_engine_options_are_checked_before_stdin_is_read(capsys, monkeypatch, tiny_model):
-    code, _, err = run(["rerank", QUERY, "--docs", "-", "-m", tiny_model, "--dtype", "fp64"], capsys, stdin="", monkeypatch=monkeypatch)
+    code, _, err = run(
+        ["rerank", QUERY, "--docs", "-", "-m", tiny_model, "--dtype", "fp64"], capsys, stdin="", monkeypatch=monkeypatch
+    )
     assert_one_line_error(code, err, "dtype='fp64'", expected_code=2)  # not "no documents in stdin"
 
 
@@ -449,7 +518,9 @@ def test_engine_option_typo_names_the_close_match_before_loading(capsys, monkeyp
     # The hub id does not exist offline: had the engine been created, the error would be another one.
     monkeypatch.setenv(settings.ENV_MODEL, "no-such-org/no-such-model")
     code, _, err = run(["rerank", QUERY, "--docs", docs_file, "--engine", engine, "-o", "dtyp=float32"], capsys)
-    assert_one_line_error(code, err, f"the {engine} engine does not accept that option: 'dtyp'", "did you mean 'dtype'?", expected_code=2)
+    assert_one_line_error(
+        code, err, f"the {engine} engine does not accept that option: 'dtyp'", "did you mean 'dtype'?", expected_code=2
+    )
 
 
 def test_engine_option_may_not_repeat_a_setting(capsys, docs_file, tiny_model):
@@ -549,13 +620,19 @@ def test_make_test_model_then_rerank_with_it(capsys, tmp_path, docs_file, seq_cl
 def test_info_reports_engines_and_devices(capsys, monkeypatch):
     # Pretend vLLM is absent: `info` must then not import it.
     real = cli_info._module_available
-    monkeypatch.setattr(cli_info, "_module_available", lambda name: False if name.split(".")[0] == "vllm" else real(name))
+    monkeypatch.setattr(
+        cli_info, "_module_available", lambda name: False if name.split(".")[0] == "vllm" else real(name)
+    )
     code, out, err = run(["info", "--json"], capsys)
     assert code == 0, err
     info = json.loads(out)
     assert set(info["engines"]) == {"transformers", "vllm", "remote"}
     assert info["engines"]["transformers"]["available"] is True
-    assert info["engines"]["vllm"] == {"available": False, "missing": ["vllm"], "install": "pip install 'qwen3-rerank[vllm]'"}
+    assert info["engines"]["vllm"] == {
+        "available": False,
+        "missing": ["vllm"],
+        "install": "pip install 'qwen3-rerank[vllm]'",
+    }
     assert info["vllm_platform"] == {"installed": False}
     assert info["devices"]["cpu"]["cores"] >= 1
     assert "available" in info["devices"]["cuda"] and "available" in info["devices"]["npu"]
@@ -731,7 +808,9 @@ def test_run_check_without_reference(transformers_engine):
 
 
 def test_check_fails_with_exit_code_1(capsys, monkeypatch, tiny_model, transformers_engine):
-    monkeypatch.setattr(cli_engine, "build_engine", lambda args: FaultyEngine(transformers_engine, "swapped", dtype="float32"))
+    monkeypatch.setattr(
+        cli_engine, "build_engine", lambda args: FaultyEngine(transformers_engine, "swapped", dtype="float32")
+    )
     code, out, _ = run(["check", "-m", tiny_model, "--dtype", "float32"], capsys)
     assert code == 1
     assert "FAIL" in out and "likely cause:" in out and "DIFFERS" in out
@@ -752,7 +831,10 @@ def test_check_vllm_engine(tiny_model, tmp_path):
 
 @pytest.mark.remote
 def test_check_remote_engine(capsys, vllm_server, tiny_model):
-    code, out, err = run(["check", "--engine", "remote", "--base-url", vllm_server.base_url, "-m", tiny_model, "--tolerance", "1e-4"], capsys)
+    code, out, err = run(
+        ["check", "--engine", "remote", "--base-url", vllm_server.base_url, "-m", tiny_model, "--tolerance", "1e-4"],
+        capsys,
+    )
     assert code == 0, out + err
     assert "PASS: 8/8" in out
     assert "template guard: on" in out
@@ -760,7 +842,22 @@ def test_check_remote_engine(capsys, vllm_server, tiny_model):
 
 @pytest.mark.remote
 def test_rerank_remote_engine_equals_embedded(capsys, vllm_server, tiny_model, docs_file, transformers_engine):
-    code, out, err = run(["rerank", QUERY, "--docs", docs_file, "--engine", "remote", "--base-url", vllm_server.base_url, "-m", tiny_model, "--json"], capsys)
+    code, out, err = run(
+        [
+            "rerank",
+            QUERY,
+            "--docs",
+            docs_file,
+            "--engine",
+            "remote",
+            "--base-url",
+            vllm_server.base_url,
+            "-m",
+            tiny_model,
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     got = {r["index"]: r["score"] for r in json.loads(out)["results"]}
     expected = {r.index: r.score for r in Reranker(transformers_engine).rerank(QUERY, DOCS)}
@@ -804,7 +901,12 @@ class _SilentServer:
                     data += chunk
                 head, _, data = data.partition(b"\r\n\r\n")
                 length = next(
-                    (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
                 )
                 while len(data) < length:
                     data += conn.recv(65536)
@@ -813,7 +915,10 @@ class _SilentServer:
                 if inputs == [[0]] or self.answer:  # the probe, or any request
                     data_ = [{"index": i, "probs": [len(ids) / 100]} for i, ids in enumerate(inputs)]
                     answer = json.dumps({"data": data_}).encode()
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                        % (len(answer), answer)
+                    )
                     continue
                 with self._lock:
                     self.hung += 1
@@ -831,8 +936,9 @@ def test_rerank_over_http_in_several_concurrent_requests(capsys, tmp_path, docs_
     pytest.importorskip("httpx")
     server = _SilentServer(answer=True)
     try:
-        code, out, err = run(["rerank", QUERY, "--docs", docs_file, "-m", tiny_model, "--engine", "remote", "--base-url",
-                              server.base_url, "-o", "max_batch_size=1", "-o", "max_model_len=2048", "--json"], capsys)  # fmt: skip
+        code, out, err = run(["rerank", QUERY, "--docs", docs_file, "-m", tiny_model, "--engine", "remote",
+                              "--base-url", server.base_url, "-o", "max_batch_size=1", "-o", "max_model_len=2048",
+                              "--json"], capsys)  # fmt: skip
     finally:
         server.close()
     assert code == 0, err
@@ -902,12 +1008,16 @@ def test_console_script_error_has_no_traceback(tmp_path, tiny_model):
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"qwen3-rerank: error: {bad}, line 2: malformed JSON: Expecting property name enclosed in double quotes (column 2)"]
+    assert proc.stderr.strip().splitlines() == [
+        f"qwen3-rerank: error: {bad}, line 2: malformed JSON: "
+        "Expecting property name enclosed in double quotes (column 2)"
+    ]
 
 
 def test_python_dash_m(tmp_path, tiny_model, docs_file):
     proc = subprocess.run(
-        [sys.executable, "-m", "qwen3_rerank", "rerank", QUERY, "--docs", str(docs_file), "-m", str(tiny_model), "--top-n", "2"],
+        [sys.executable, "-m", "qwen3_rerank", "rerank", QUERY, "--docs", str(docs_file), "-m", str(tiny_model),
+         "--top-n", "2"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

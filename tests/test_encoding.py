@@ -51,7 +51,7 @@ def test_split_encoding_equals_the_model_cards_single_string(enc, hf_tokenizer):
     queries = random_texts(40, seed=1)
     docs = random_texts(40, seed=2)
     instructions = [None] + random_texts(39, seed=3)
-    for q, d, instr in zip(queries, docs, instructions):
+    for q, d, instr in zip(queries, docs, instructions, strict=True):
         pairs, _ = enc.build(enc.encode_queries([q], instr)[0], enc.encode_documents([d]), max_length=8192)
         assert pairs[0].input_ids == official_ids(hf_tokenizer, q, d, instr), (q, d, instr)
         assert enc.plan([q], [[d]], instruction=instr, max_length=8192).pairs[0].input_ids == pairs[0].input_ids
@@ -119,7 +119,7 @@ def test_long_instruction_is_cut_before_the_query(enc, tok):
                     instruction=instruction, max_length=512)  # fmt: skip
     first, second = plan.pairs
     assert first.input_ids != second.input_ids
-    for pair, query in zip(plan.pairs, plan.queries):
+    for pair, query in zip(plan.pairs, plan.queries, strict=True):
         assert query.instruction_truncated and not query.query_truncated
         text = tok.decode(_query_part(enc, pair))
         assert text.startswith("<Instruct>: Judge relevance carefully.")

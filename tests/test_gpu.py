@@ -41,7 +41,11 @@ TOPICS = ["Paris and France", "the immune system", "steel towers", "river fishin
 
 def _documents(n: int) -> list[str]:
     """``n`` documents of varied topics and lengths (about 20 to 300 tokens)."""
-    return [f"Document {i} about {TOPICS[i % len(TOPICS)]}. " + f"{TOPICS[(i * 7) % len(TOPICS)]} matters. " * (1 + (i * 5) % 40) for i in range(n)]
+    return [
+        f"Document {i} about {TOPICS[i % len(TOPICS)]}. "
+        + f"{TOPICS[(i * 7) % len(TOPICS)]} matters. " * (1 + (i * 5) % 40)
+        for i in range(n)
+    ]
 
 
 def formula_scores(model_dir, sequences) -> list[float]:
@@ -81,7 +85,7 @@ def _fp32_parity(engine, model_dir, n_docs=12):
     pairs = _plan(reranker, QUERIES, _documents(n_docs))
     got = engine.score(pairs).scores
     expected = formula_scores(model_dir, [p.input_ids for p in pairs])
-    worst = max(abs(a - b) for a, b in zip(got, expected))
+    worst = max(abs(a - b) for a, b in zip(got, expected, strict=True))
     assert worst <= FP32_TOLERANCE, f"max |vLLM - formula| = {worst:.3g} > {FP32_TOLERANCE}"
     return got
 
@@ -120,7 +124,7 @@ def test_vllm_after_cuda_initialised(vllm_module, tiny_model):
         assert engine.dtype == "float32"
         assert os.environ.get("TRITON_F32_DEFAULT") == triton_before  # set for vLLM's start only
         got = engine.score(pairs).scores
-        worst = max(abs(a - b) for a, b in zip(got, reference))
+        worst = max(abs(a - b) for a, b in zip(got, reference, strict=True))
         assert worst <= FP32_TOLERANCE, f"max |vLLM - TransformersEngine| = {worst:.3g}"
         _fp32_parity(engine, tiny_model)
     finally:
@@ -182,7 +186,7 @@ def test_bf16_parity_at_the_real_0_6b_shape(vllm_module, tmp_path_factory):
     finally:
         engine.close()
     expected = formula_scores(model_dir, [p.input_ids for p in pairs])
-    worst = max(abs(a - b) for a, b in zip(got, expected))
+    worst = max(abs(a - b) for a, b in zip(got, expected, strict=True))
     overlaps, taus, spreads = [], [], []
     for q in range(len(QUERIES)):
         g, e = got[q * 30 : (q + 1) * 30], expected[q * 30 : (q + 1) * 30]
@@ -199,7 +203,9 @@ def test_bf16_parity_at_the_real_0_6b_shape(vllm_module, tmp_path_factory):
 def test_two_replicas_on_one_gpu(vllm_module, tiny_model):
     from qwen3_rerank.engines.vllm_engine import VLLMEngine
 
-    engine = VLLMEngine(tiny_model, dtype="float32", replicas=2, max_model_len=1024, gpu_memory_utilization=0.3, enforce_eager=True)
+    engine = VLLMEngine(
+        tiny_model, dtype="float32", replicas=2, max_model_len=1024, gpu_memory_utilization=0.3, enforce_eager=True
+    )
     try:
         _fp32_parity(engine, tiny_model, n_docs=40)  # 40 documents a query: split over both
         assert all(n > 0 for n in engine.stats.replica_requests), engine.stats
@@ -213,7 +219,9 @@ def test_two_gpus_score_as_one(vllm_module, tiny_model, parallel):
     """Tensor and data parallelism over 2 GPUs give the one-GPU float32 scores (the formula)."""
     from qwen3_rerank.engines.vllm_engine import VLLMEngine
 
-    engine = VLLMEngine(tiny_model, dtype="float32", max_model_len=1024, gpu_memory_utilization=0.3, enforce_eager=True, **parallel)
+    engine = VLLMEngine(
+        tiny_model, dtype="float32", max_model_len=1024, gpu_memory_utilization=0.3, enforce_eager=True, **parallel
+    )
     try:
         _fp32_parity(engine, tiny_model, n_docs=20)
     finally:

@@ -17,7 +17,7 @@ def official_format_instruction(instruction, query, doc):
     # Verbatim from the Qwen3-Reranker model card.
     if instruction is None:
         instruction = "Given a web search query, retrieve relevant passages that answer the query"
-    output = "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}".format(
+    output = "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}".format(  # noqa: UP032 (verbatim)
         instruction=instruction, query=query, doc=doc
     )
     return output
@@ -44,7 +44,17 @@ def test_format_pair_matches_model_card(instruction, query, doc):
 def test_golden_token_ids(tiny_tokenizer):
     # Ids of the real Qwen3 vocabulary (the tiny model uses the real tokenizer).
     assert tiny_tokenizer.encode_template(prompts.SYSTEM_PREFIX)[:5] == [151644, 8948, 198, 60256, 3425]
-    assert tiny_tokenizer.encode_template(prompts.ASSISTANT_SUFFIX) == [151645, 198, 151644, 77091, 198, 151667, 271, 151668, 271]
+    assert tiny_tokenizer.encode_template(prompts.ASSISTANT_SUFFIX) == [
+        151645,
+        198,
+        151644,
+        77091,
+        198,
+        151667,
+        271,
+        151668,
+        271,
+    ]
     assert tiny_tokenizer.token_id("yes") == 9693
     assert tiny_tokenizer.token_id("no") == 2152
     assert tiny_tokenizer.encode_plain([prompts.DOCUMENT_HEADER]) == [[75692, 26818]]

@@ -96,7 +96,9 @@ def _without_comments(code: str) -> str:
 def test_blocks_that_need_hardware_say_so(block):
     if block.needs is None:
         hit = _HARDWARE.search(_without_comments(block.code))
-        assert hit is None, f"{block.id} uses {hit.group(0)!r}: mark it '# needs: gpu|npu|server' or make it run offline"
+        assert hit is None, (
+            f"{block.id} uses {hit.group(0)!r}: mark it '# needs: gpu|npu|server' or make it run offline"
+        )
 
 
 def _cuda_available() -> bool:

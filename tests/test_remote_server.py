@@ -146,7 +146,7 @@ def test_rerank_many_and_truncation_through_the_server(
         )
         want = Reranker(transformers_engine, max_length=128).rerank_many(queries, docs)
         got = remote.rerank_many(queries, docs)
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             assert by_index(g) == pytest.approx(by_index(w), abs=1e-5)
         assert got[0][0].truncated or got[0][1].truncated
 
@@ -329,7 +329,7 @@ def test_template_guard_fires_on_a_double_template(
     blind = RemoteEngine(guarded_server.base_url, model=str(tiny_model), api=api, api_key=KEY, verify_template=False)
     wrong = by_index(Reranker(blind, max_length=512).rerank(QUERY, DOCS))
     right = by_index(local.rerank(QUERY, DOCS))
-    assert max(abs(a - b) for a, b in zip(wrong, right)) > 1e-4
+    assert max(abs(a - b) for a, b in zip(wrong, right, strict=True)) > 1e-4
 
 
 def test_token_ids_are_immune_to_a_server_template(guarded_server: Any, tiny_model: Path, local: Reranker) -> None:
@@ -396,7 +396,7 @@ async def test_200_concurrent_async_reranks(vllm_server: Any, tiny_model: Path, 
     reranker = Reranker(engine, max_length=512)
     queries = [f"query number {k}: what is item {k}?" for k in range(10)]
     doc_sets = [[f"item {k} document {j}: " + "text " * (j % 5) for j in range(20)] for k in range(10)]
-    want = [by_index(local.rerank(q, d)) for q, d in zip(queries, doc_sets)]
+    want = [by_index(local.rerank(q, d)) for q, d in zip(queries, doc_sets, strict=True)]
     start = time.monotonic()
     results = await asyncio.gather(*(reranker.arerank(queries[i % 10], doc_sets[i % 10]) for i in range(200)))
     elapsed = time.monotonic() - start

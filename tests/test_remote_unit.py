@@ -115,7 +115,7 @@ class FakeVLLM:
         if path == "/score":
             t1, t2 = body["text_1"], body["text_2"]
             t1 = [t1] * len(t2) if isinstance(t1, str) else t1
-            seqs = [self.tok.encode_template(a + b) for a, b in zip(t1, t2)]
+            seqs = [self.tok.encode_template(a + b) for a, b in zip(t1, t2, strict=True)]
         else:
             seqs = [self.tok.encode_template(body["query"] + d) for d in body["documents"]]
         tokens = sum(len(s) + self.extra for s in seqs)
@@ -619,8 +619,8 @@ async def test_many_concurrent_async_calls(tok: Qwen3Tokenizer) -> None:
     reranker = Reranker(engine)
     queries = [f"query {i}" for i in range(40)]
     docs = [[f"doc {i}-{j}" for j in range(6)] for i in range(40)]
-    results = await asyncio.gather(*(reranker.arerank(q, d) for q, d in zip(queries, docs)))
-    for q, d, got in zip(queries, docs, results):
+    results = await asyncio.gather(*(reranker.arerank(q, d) for q, d in zip(queries, docs, strict=True)))
+    for q, d, got in zip(queries, docs, results, strict=True):
         assert by_index(got) == pytest.approx(expected(tok, q, d))
     await engine.aclose()
 

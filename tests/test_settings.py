@@ -36,7 +36,11 @@ def _clean_env(monkeypatch):
 
 def test_names_and_default():
     assert DEFAULT_MODEL == "Qwen/Qwen3-Reranker-0.6B"
-    assert (ENV_MODEL, ENV_BASE_URL, ENV_API_KEY) == ("QWEN3_RERANK_MODEL", "QWEN3_RERANK_BASE_URL", "QWEN3_RERANK_API_KEY")
+    assert (ENV_MODEL, ENV_BASE_URL, ENV_API_KEY) == (
+        "QWEN3_RERANK_MODEL",
+        "QWEN3_RERANK_BASE_URL",
+        "QWEN3_RERANK_API_KEY",
+    )
     assert settings.__all__ == sorted(settings.__all__)
 
 
@@ -231,7 +235,10 @@ def test_option_values_are_checked_before_anything_loads(engine, options, fragme
         ("transformers", {"dtype": "bfloat16", "device": "cuda:1", "max_batch_tokens": 4096, "reuse_prefix": False}),
         ("transformers", {"dtype": "float16", "device": "npu:0", "attn_implementation": "sdpa"}),
         ("transformers", {"device": "auto"}),
-        ("vllm", {"dtype": "float32", "max_model_len": 2048, "gpu_memory_utilization": 0.3, "data_parallel_size": None}),
+        (
+            "vllm",
+            {"dtype": "float32", "max_model_len": 2048, "gpu_memory_utilization": 0.3, "data_parallel_size": None},
+        ),
         ("vllm", {"enforce_eager": True, "enable_prefix_caching": None, "quantization": "fp8", "seed": 0}),
         ("remote", {"api": "classify", "timeout": 2.5, "connect_timeout": 1, "backoff": 0, "max_retries": 0}),
     ],
@@ -255,7 +262,9 @@ def test_device_auto_leaves_the_choice_to_the_engine():
 
 
 # -- a model given as a path ------------------------------------------------------------------
-@pytest.mark.parametrize("model", ["./no-such-checkpoint", "../no/such", "~/no-such-checkpoint-dir", "a/b/c", "{tmp}/missing"])
+@pytest.mark.parametrize(
+    "model", ["./no-such-checkpoint", "../no/such", "~/no-such-checkpoint-dir", "a/b/c", "{tmp}/missing"]
+)
 def test_a_model_path_that_does_not_exist_is_named(model, tmp_path):
     model = model.replace("{tmp}", str(tmp_path))
     for engine in ("transformers", "vllm", "remote"):
@@ -345,7 +354,11 @@ def test_build_reranker_owns_its_engine_and_splits_the_options(monkeypatch):
     httpx = pytest.importorskip("httpx")
     monkeypatch.setenv(ENV_BASE_URL, "http://10.0.0.5:8000")
     reranker = build_reranker(
-        "remote", max_length=300, window_overlap=8, transport=httpx.MockTransport(lambda r: httpx.Response(500)), max_model_len=512
+        "remote",
+        max_length=300,
+        window_overlap=8,
+        transport=httpx.MockTransport(lambda r: httpx.Response(500)),
+        max_model_len=512,
     )
     assert reranker.max_length == 300 and reranker.window_overlap == 8
     assert reranker.engine.base_urls == ("http://10.0.0.5:8000",)

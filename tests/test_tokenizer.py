@@ -47,7 +47,7 @@ def test_every_added_token_is_plain_text_in_user_text(tiny_tokenizer, added_toke
     texts = list(added_tokens.values())
     texts.append("".join(texts))
     texts.append(" x ".join(texts))
-    for text, ids in zip(texts, tiny_tokenizer.encode_plain(texts)):
+    for text, ids in zip(texts, tiny_tokenizer.encode_plain(texts), strict=True):
         assert not set(ids) & tiny_tokenizer.control_token_ids, text
         assert tiny_tokenizer.decode(ids) == text
     for i, token in added_tokens.items():  # the template half still knows them
@@ -112,7 +112,9 @@ def test_find_invalid_text():
 
 
 def test_lone_surrogate_is_a_clear_error(tiny_tokenizer):
-    with pytest.raises(ValueError, match=r"text 2 .*lone surrogate '\\udfff' at character 1 .*encode\('utf-8', 'replace'\)"):
+    with pytest.raises(
+        ValueError, match=r"text 2 .*lone surrogate '\\udfff' at character 1 .*encode\('utf-8', 'replace'\)"
+    ):
         tiny_tokenizer.encode_plain(["ok", "fine", "x\udfffy"])
     with pytest.raises(TypeError):  # other bad input keeps the tokenizer's own error
         tiny_tokenizer.encode_plain(["ok", 3])

@@ -16,7 +16,6 @@ import pytest
 
 from qwen3_rerank import ConfigurationError, EngineError, Reranker
 from qwen3_rerank.testing import reference_scores
-
 from tests_support import VLLM_CPU_OPTIONS
 
 QUERIES = ["what is the capital of France?", "how do vaccines work"]
@@ -118,7 +117,7 @@ def test_replica_routing_keeps_query_runs_together_and_balances_tokens():
     # 8 queries x 100 documents: equal token shares, and no run mixes two queries.
     seqs = [[q, q, q] + [7] * (5 + (i % 3)) for q in range(8) for i in range(100)]
     targets = _route(_router(2), seqs)
-    tokens = [sum(len(s) for s, t in zip(seqs, targets) if t == r) for r in (0, 1)]
+    tokens = [sum(len(s) for s, t in zip(seqs, targets, strict=True) if t == r) for r in (0, 1)]
     assert abs(tokens[0] - tokens[1]) <= max(len(s) for s in seqs) * 50
     for q in range(8):
         runs = targets[q * 100 : (q + 1) * 100]
@@ -150,7 +149,9 @@ def test_options_per_checkpoint_kind_and_platform(monkeypatch):
     # Ascend NPU: prefix caching off unless asked for.
     assert vllm_options("Qwen3ForCausalLM", "npu")["enable_prefix_caching"] is False
     assert vllm_options("Qwen3ForCausalLM", "npu", enable_prefix_caching=True)["enable_prefix_caching"] is True
-    dp = vllm_options("Qwen3ForCausalLM", "cuda", data_parallel_size=2, tensor_parallel_size=2, llm_kwargs={"max_num_seqs": 64})
+    dp = vllm_options(
+        "Qwen3ForCausalLM", "cuda", data_parallel_size=2, tensor_parallel_size=2, llm_kwargs={"max_num_seqs": 64}
+    )
     assert (dp["data_parallel_size"], dp["tensor_parallel_size"], dp["max_num_seqs"]) == (2, 2, 64)
     assert "data_parallel_size" not in vllm_options("Qwen3ForCausalLM", "cuda", data_parallel_size=1)
     with pytest.raises(ConfigurationError, match="hf_overrides"):
@@ -194,10 +195,16 @@ def test_start_environment_spawns_after_cuda_and_keeps_fp32_exact():
     assert env() == {}
     assert env(cuda=True) == {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
     assert env(dtype="float32") == {"TRITON_F32_DEFAULT": "ieee"}
-    assert env(dtype="torch.float32", cuda=True) == {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", "TRITON_F32_DEFAULT": "ieee"}
+    assert env(dtype="torch.float32", cuda=True) == {
+        "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+        "TRITON_F32_DEFAULT": "ieee",
+    }
     assert env(dtype="bfloat16") == {}
     # The user's own settings win; other platforms get nothing.
-    assert env(cuda=True, dtype="float32", environ={"VLLM_WORKER_MULTIPROC_METHOD": "fork", "TRITON_F32_DEFAULT": "tf32"}) == {}
+    assert (
+        env(cuda=True, dtype="float32", environ={"VLLM_WORKER_MULTIPROC_METHOD": "fork", "TRITON_F32_DEFAULT": "tf32"})
+        == {}
+    )
     assert env(device="cpu", cuda=True, dtype="float32") == {}
     assert env(device="npu", dtype="float32") == {}
 
@@ -399,7 +406,9 @@ def test_parity_causal_with_embedded_engine_and_official_formula(vllm_engine, tr
     assert out.scores == pytest.approx(embedded.scores, abs=1e-5)
     assert out.logits == pytest.approx(embedded.logits, abs=1e-4)
     # Through the Reranker, per query, with ranks and logits.
-    for v_rank, t_rank in zip(vr.rerank_many(QUERIES, [DOCS, DOCS]), tr.rerank_many(QUERIES, [DOCS, DOCS])):
+    for v_rank, t_rank in zip(
+        vr.rerank_many(QUERIES, [DOCS, DOCS]), tr.rerank_many(QUERIES, [DOCS, DOCS]), strict=True
+    ):
         assert [r.score for r in by_index(v_rank)] == pytest.approx([r.score for r in by_index(t_rank)], abs=1e-5)
         assert v_rank.stats.engine == "vllm"
 
@@ -455,7 +464,7 @@ def test_rerank_many_several_queries(vllm_engine, transformers_engine):
     assert vllm_engine.stats.calls == calls + 1  # one engine call for all queries
     t = Reranker(transformers_engine).rerank_many(queries, docs, top_n=2)
     assert [len(r) for r in v] == [2, 2, 1, 2]
-    for vq, tq in zip(v, t):
+    for vq, tq in zip(v, t, strict=True):
         assert [r.index for r in vq] == [r.index for r in tq]
         assert [r.score for r in vq] == pytest.approx([r.score for r in tq], abs=1e-5)
 
@@ -509,8 +518,12 @@ async def test_concurrent_arerank_overlap_and_are_batched_by_vllm(vllm_engine, t
     assert stats.in_flight == 0
     # And the async results equal the sync ones.
     t = Reranker(transformers_engine)
-    assert [r.score for r in by_index(a)] == pytest.approx([r.score for r in by_index(t.rerank("query a", docs_a))], abs=1e-5)
-    assert [r.score for r in by_index(b)] == pytest.approx([r.score for r in by_index(t.rerank("query b", docs_b))], abs=1e-5)
+    assert [r.score for r in by_index(a)] == pytest.approx(
+        [r.score for r in by_index(t.rerank("query a", docs_a))], abs=1e-5
+    )
+    assert [r.score for r in by_index(b)] == pytest.approx(
+        [r.score for r in by_index(t.rerank("query b", docs_b))], abs=1e-5
+    )
 
 
 @pytest.mark.vllm
@@ -599,7 +612,9 @@ def test_no_hang_at_max_model_len(tiny_model, transformers_engine):
 
     options = {**VLLM_CPU_OPTIONS, "max_model_len": 1024}
     # A step budget far below the sequence length: every prefill is split over several steps.
-    engine = VLLMEngine(tiny_model, max_num_batched_tokens=256, enable_chunked_prefill=True, stall_timeout=120, **options)
+    engine = VLLMEngine(
+        tiny_model, max_num_batched_tokens=256, enable_chunked_prefill=True, stall_timeout=120, **options
+    )
     try:
         shared = engine._shared
         assert engine.max_model_len == 1024  # below the model's own limit: what the user asked for

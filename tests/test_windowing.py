@@ -84,7 +84,7 @@ def test_long_document_is_split_into_overlapping_windows_scored_in_one_call(reco
     n_prefix = len(tok.encode_template(prompts.SYSTEM_PREFIX)) + len(tok.encode_plain([prompts.format_query(QUERY)])[0])
     n_suffix = len(tok.encode_template(prompts.ASSISTANT_SUFFIX))
     bodies = [ids[n_prefix + len(header) : len(ids) - n_suffix] for ids in expected]
-    for a, b in zip(bodies, bodies[1:]):
+    for a, b in zip(bodies, bodies[1:], strict=False):
         assert a[-OVERLAP:] == b[:OVERLAP]
     rebuilt = bodies[0] + [t for b in bodies[1:] for t in b[OVERLAP:]]
     assert rebuilt == body
@@ -158,7 +158,9 @@ async def test_async_windowing_equals_sync(recording):
     sync = reranker.rerank(QUERY, [SHORT, LONG])
     asynchronous = await reranker.arerank(QUERY, [SHORT, LONG])
     assert len(recording.calls) == 2 and recording.calls[0] == recording.calls[1]
-    assert [(r.index, r.window, r.num_windows) for r in sync] == [(r.index, r.window, r.num_windows) for r in asynchronous]
+    assert [(r.index, r.window, r.num_windows) for r in sync] == [
+        (r.index, r.window, r.num_windows) for r in asynchronous
+    ]
     assert [r.score for r in sync] == pytest.approx([r.score for r in asynchronous], abs=1e-6)
 
 

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -81,31 +82,23 @@ class VLLMServer:
     def kill(self) -> None:
         """Kill the whole process group at once (SIGKILL): a server dying mid-run."""
         self._signal_group(signal.SIGKILL)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            pass
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the process group, then SIGKILL what is left after ``timeout`` seconds."""
         if self.alive():
             self._signal_group(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
         # The engine core may outlive the API server by a moment: always sweep the group.
         self._signal_group(signal.SIGKILL)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            pass
 
     def _signal_group(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, sig)  # the group id is the leader's pid (start_new_session)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def __repr__(self) -> str:
         return f"VLLMServer(base_url={self.base_url!r}, pid={self.pid}, alive={self.alive()})"

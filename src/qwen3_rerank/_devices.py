@@ -16,7 +16,8 @@ def npu_available() -> bool:
         import torch_npu  # noqa: F401  (registers torch.npu)
     except ImportError:
         return False
-    return bool(getattr(torch, "npu", None) and torch.npu.is_available())
+    npu = getattr(torch, "npu", None)
+    return bool(npu and npu.is_available())
 
 
 def auto_device() -> str:

@@ -141,7 +141,9 @@ def validate_texts(
             lone surrogate (``"\\ud800"``, invalid Unicode that no tokenizer can encode).
     """
     if instruction is not None and not isinstance(instruction, str):
-        raise TypeError(f"instruction must be a str or None (the default instruction), got {type(instruction).__name__}")
+        raise TypeError(
+            f"instruction must be a str or None (the default instruction), got {type(instruction).__name__}"
+        )
     if isinstance(queries, (str, bytes)) or not isinstance(queries, Sequence):
         raise TypeError(f"queries must be a list of str, got {type(queries).__name__}")
     if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence) or len(documents) != len(queries):
@@ -175,7 +177,8 @@ class PairEncoder:
 
     Example:
         >>> enc = PairEncoder(tokenizer)  # doctest: +SKIP
-        >>> plan = enc.plan(["what is BM25?"], [["BM25 is a ranking function.", "Paris"]], max_length=512)  # doctest: +SKIP
+        >>> docs = [["BM25 is a ranking function.", "Paris"]]
+        >>> plan = enc.plan(["what is BM25?"], docs, max_length=512)  # doctest: +SKIP
         >>> len(plan.pairs), plan.queries[0].planned[1].truncated  # doctest: +SKIP
         (2, False)
     """
@@ -266,7 +269,7 @@ class PairEncoder:
         pairs: list[EncodedPair] = []
         seen: dict[tuple[int, ...], int] = {}
         offset = 0
-        for qids, i in zip(query_ids, active):
+        for qids, i in zip(query_ids, active, strict=True):
             docs = doc_lists[i]
             doc_ids = flat_ids[offset : offset + len(docs)]
             offset += len(docs)
@@ -379,7 +382,9 @@ class PairEncoder:
         """The instruction part's ids (shared) and each query part's ids."""
         text = prompts.format_query("", instruction)
         cut = text.rindex("<Query>:")  # split right after the instruction's newline
-        encoded = self.tokenizer.encode_plain([text[:cut]] + [prompts.format_query(q, instruction)[cut:] for q in queries])
+        encoded = self.tokenizer.encode_plain(
+            [text[:cut]] + [prompts.format_query(q, instruction)[cut:] for q in queries]
+        )
         return encoded[0], encoded[1:]
 
     def _fit_query(

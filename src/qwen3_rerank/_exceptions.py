@@ -60,7 +60,9 @@ class RemoteError(EngineError):
         body: The first few hundred characters of the response body (never the request).
     """
 
-    def __init__(self, message: str, *, status_code: int | None = None, url: str | None = None, body: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status_code: int | None = None, url: str | None = None, body: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.url = url

@@ -149,7 +149,9 @@ class Reranker:
             self._encoder = PairEncoder(self._engine.tokenizer)
         return self._encoder
 
-    def plan(self, queries: Sequence[str], documents: Sequence[Sequence[str]], *, instruction: str | None = None) -> RerankPlan:
+    def plan(
+        self, queries: Sequence[str], documents: Sequence[Sequence[str]], *, instruction: str | None = None
+    ) -> RerankPlan:
         """The sequences :meth:`rerank_many` would send for these arguments, without scoring.
 
         Uses this reranker's ``max_length``, ``long_documents``, ``window_overlap`` and
@@ -348,7 +350,7 @@ class Reranker:
         rankings: list[Ranking] = []
         for query in plan.queries:
             results: list[RerankResult] = []
-            for index, (doc, planned) in enumerate(zip(query.documents, query.planned)):
+            for index, (doc, planned) in enumerate(zip(query.documents, query.planned, strict=True)):
                 seqs = planned.sequences
                 best = max(range(len(seqs)), key=lambda k: logits[seqs[k]])  # first best on ties
                 logit = logits[seqs[best]]

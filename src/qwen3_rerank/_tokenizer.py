@@ -243,4 +243,5 @@ class Qwen3Tokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         """Decode ids back to text (control tokens are kept as their strings)."""
-        return self._full.decode(list(ids), skip_special_tokens=False)
+        text: str = self._full.decode(list(ids), skip_special_tokens=False)
+        return text

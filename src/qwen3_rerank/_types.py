@@ -70,7 +70,7 @@ class RerankStats:
     duplicates: int = 0
 
 
-class Ranking(list):  # type: ignore[type-arg]
+class Ranking(list[RerankResult]):
     """A ``list[RerankResult]`` sorted best first, with the call's :class:`RerankStats` attached.
 
     Behaves exactly like a list (indexing, slicing, ``len``, comparison); ``ranking.stats`` tells
@@ -79,7 +79,9 @@ class Ranking(list):  # type: ignore[type-arg]
 
     __slots__ = ("stats",)
 
-    def __init__(self, results: list[RerankResult] | tuple[RerankResult, ...] = (), stats: RerankStats | None = None) -> None:
+    def __init__(
+        self, results: list[RerankResult] | tuple[RerankResult, ...] = (), stats: RerankStats | None = None
+    ) -> None:
         super().__init__(results)
         self.stats = stats if stats is not None else RerankStats()
 

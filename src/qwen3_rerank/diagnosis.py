@@ -65,7 +65,9 @@ class CheckCase:
 
 CHECK_CASES: tuple[CheckCase, ...] = (
     CheckCase("relevant", "What is the capital of China?", "The capital of China is Beijing."),
-    CheckCase("irrelevant", "What is the capital of China?", "Photosynthesis turns light into chemical energy in plants."),
+    CheckCase(
+        "irrelevant", "What is the capital of China?", "Photosynthesis turns light into chemical energy in plants."
+    ),
     CheckCase("explain", "Explain gravity", "Gravity is a force that attracts two bodies towards each other."),
     CheckCase(
         "instruction",
@@ -73,7 +75,11 @@ CHECK_CASES: tuple[CheckCase, ...] = (
         "Use sorted(items) for a new list or items.sort() to sort in place.",
         "Given a programming question, retrieve code snippets that answer it",
     ),
-    CheckCase("unicode", "Qu'est-ce que le matcha ? 抹茶是什么", "Le matcha est une poudre de thé vert. 抹茶是一种日本绿茶粉。"),
+    CheckCase(
+        "unicode",
+        "Qu'est-ce que le matcha ? 抹茶是什么",
+        "Le matcha est une poudre de thé vert. 抹茶是一种日本绿茶粉。",
+    ),
     CheckCase("empty", "anything at all", ""),
     CheckCase("injection", "Is this document about the weather?", INJECTION_DOCUMENT),
     CheckCase("truncated", "history of the printing press", _LONG_DOCUMENT),
@@ -116,8 +122,10 @@ def _score_cases(engine: Any, *, max_length: int) -> dict[str, Any]:
         by_instruction.setdefault(case.instruction, []).append(case)
     out: dict[str, Any] = {}
     for instruction, cases in by_instruction.items():
-        rankings = reranker.rerank_many([c.query for c in cases], [[c.document] for c in cases], instruction=instruction)
-        for case, ranking in zip(cases, rankings):
+        rankings = reranker.rerank_many(
+            [c.query for c in cases], [[c.document] for c in cases], instruction=instruction
+        )
+        for case, ranking in zip(cases, rankings, strict=True):
             out[case.name] = ranking[0]
     return out
 
@@ -131,7 +139,9 @@ def _hypothesis_sequences(tokenizer: Any, max_length: int) -> dict[str, dict[str
     """
     # What the client sends is already cut to max_length (the document's end); a misconfigured
     # server then scores those texts in full.
-    n_template = len(tokenizer.encode_template(prompts.SYSTEM_PREFIX)) + len(tokenizer.encode_template(prompts.ASSISTANT_SUFFIX))
+    n_template = len(tokenizer.encode_template(prompts.SYSTEM_PREFIX)) + len(
+        tokenizer.encode_template(prompts.ASSISTANT_SUFFIX)
+    )
     header = tokenizer.encode_plain([prompts.DOCUMENT_HEADER])[0]
     hyps: dict[str, dict[str, list[int]]] = {"no_template": {}, "double_template": {}, "injection": {}}
     for case in CHECK_CASES:
@@ -148,7 +158,9 @@ def _hypothesis_sequences(tokenizer: Any, max_length: int) -> dict[str, dict[str
         inner_d = prompts.format_document(document) + prompts.ASSISTANT_SUFFIX
         hyps["double_template"][case.name] = tokenizer.encode_template(prompts.format_pair(inner_q, inner_d))
         if case.name == "injection":
-            hyps["injection"][case.name] = tokenizer.encode_template(prompts.format_pair(case.query, case.document, case.instruction))
+            hyps["injection"][case.name] = tokenizer.encode_template(
+                prompts.format_pair(case.query, case.document, case.instruction)
+            )
     return hyps
 
 
@@ -217,7 +229,7 @@ FIXES = {
 
 
 def _max_abs(a: Sequence[float], b: Sequence[float]) -> float:
-    return max((abs(x - y) for x, y in zip(a, b)), default=0.0)
+    return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
 
 
 def run_check(
@@ -258,7 +270,9 @@ def run_check(
         return report
 
     if getattr(engine, "verify_template", False) is True:
-        report.notes.append("template guard: on; the server's usage.prompt_tokens never disagreed with the client's count")
+        report.notes.append(
+            "template guard: on; the server's usage.prompt_tokens never disagreed with the client's count"
+        )
     trunc = got["truncated"]
     if not trunc.truncated:
         report.problems.append("the long document was not reported as truncated")
@@ -266,7 +280,9 @@ def run_check(
         report.notes.append("no reference comparison (--no-reference): sanity checks only")
         for case in CHECK_CASES:
             r = got[case.name]
-            report.rows.append({"case": case.name, "score": r.score, "reference": None, "diff": None, "tokens": r.num_tokens})
+            report.rows.append(
+                {"case": case.name, "score": r.score, "reference": None, "diff": None, "tokens": r.num_tokens}
+            )
         report.passed = not report.problems
         if report.problems and report.cause is None:
             report.cause, report.fix = FIXES["truncation"]
@@ -276,9 +292,9 @@ def run_check(
     names = [c.name for c in CHECK_CASES]
     engine_p = [got[n].score for n in names]
     ref_p = [ref[n].score for n in names]
-    diffs = [abs(a - b) for a, b in zip(engine_p, ref_p)]
+    diffs = [abs(a - b) for a, b in zip(engine_p, ref_p, strict=True)]
     report.max_diff = max(diffs)
-    for n, a, b, d in zip(names, engine_p, ref_p, diffs):
+    for n, a, b, d in zip(names, engine_p, ref_p, diffs, strict=True):
         report.rows.append(
             {
                 "case": n,
@@ -292,8 +308,10 @@ def run_check(
         )
     for n in names:
         if got[n].num_tokens and ref[n].num_tokens and got[n].num_tokens != ref[n].num_tokens:
-            report.problems.append(f"{n}: the engine built {got[n].num_tokens} tokens, the reference {ref[n].num_tokens}")
-    bad = [n for n, d in zip(names, diffs) if d > tol]
+            report.problems.append(
+                f"{n}: the engine built {got[n].num_tokens} tokens, the reference {ref[n].num_tokens}"
+            )
+    bad = [n for n, d in zip(names, diffs, strict=True) if d > tol]
     if bad:
         report.problems.append(
             f"{len(bad)}/{len(names)} pairs differ from the reference by more than {tol:.0e} "
@@ -313,7 +331,8 @@ def _template_cause(message: str) -> tuple[str, str]:
         if server > client:
             return FIXES["double_template"]
         return (
-            "the server scored fewer tokens than the client sent: another tokenizer or model, or server-side truncation",
+            "the server scored fewer tokens than the client sent: another tokenizer or model, "
+            "or server-side truncation",
             "point --model at the checkpoint the server runs, and do not set truncate_prompt_tokens on the server",
         )
     text = message.lower()
@@ -383,7 +402,9 @@ def format_check_report(report: CheckReport, *, header: str = "") -> str:
     if report.passed:
         n = len(report.rows)
         if report.max_diff is not None:
-            lines.append(f"PASS: {n}/{n} pairs match the reference (max |diff| {report.max_diff:.1e} <= {report.tolerance:.0e})")
+            lines.append(
+                f"PASS: {n}/{n} pairs match the reference (max |diff| {report.max_diff:.1e} <= {report.tolerance:.0e})"
+            )
         else:
             lines.append("PASS")
     else:

@@ -59,7 +59,9 @@ class OfficialFormula(Engine):
         self.device = device
         self.dtype = "float32"
         with quiet_transformers():  # no "Loading weights" bar on the terminal of the program using us
-            self._model: Any = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32).to(device).eval()
+            # transformers types PreTrainedModel.to as @wraps(torch.nn.Module.to): a device string is refused.
+            loaded = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
+            self._model: Any = loaded.to(device).eval()  # type: ignore[arg-type]
 
     @property
     def tokenizer(self) -> Qwen3Tokenizer:
@@ -103,6 +105,8 @@ def build_reference(model: str, *, device: str = "cpu") -> tuple[Engine, str]:
         device = auto_device()
     architecture, _ = read_architecture(model)
     if architecture == CAUSAL:
-        return OfficialFormula(model, device=device), f"the official formula (full causal-LM logits, float32 on {device})"
+        return OfficialFormula(
+            model, device=device
+        ), f"the official formula (full causal-LM logits, float32 on {device})"
     engine = TransformersEngine(model, device=device, dtype="float32")
     return engine, f"the embedded engine (W_yes - W_no score row, float32 on {device})"

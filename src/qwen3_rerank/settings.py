@@ -130,7 +130,9 @@ def resolve_base_urls(base_url: str | Sequence[str] | None = None) -> list[str]:
     urls: list[str] = []
     for item in items:
         if not isinstance(item, str):
-            raise ConfigurationError(f"base_url must be a URL string or a list of them, got {type(item).__name__}: {item!r}")
+            raise ConfigurationError(
+                f"base_url must be a URL string or a list of them, got {type(item).__name__}: {item!r}"
+            )
         urls += [u.strip() for u in item.split(",") if u.strip()]
     for url in urls:
         if not url.startswith(("http://", "https://")):

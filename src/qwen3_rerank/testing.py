@@ -53,7 +53,7 @@ _ADDED = [
     "<think>", "</think>",
 ]  # fmt: skip
 
-_COMMON = {"rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 40960}
+_COMMON: dict[str, Any] = {"rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 40960}
 SHAPES: dict[str, dict[str, Any]] = {
     # head_dim 64: vLLM's CPU attention has no kernel for smaller heads.
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,

@@ -35,7 +35,7 @@ def _sequences(model: str, n: int = 24) -> list[list[int]]:
     from qwen3_rerank import PairEncoder, Qwen3Tokenizer
 
     enc = PairEncoder(Qwen3Tokenizer.from_pretrained(model))
-    docs = [("word%d " % i) * (5 + 37 * i) for i in range(n)]
+    docs = [f"word{i} " * (5 + 37 * i) for i in range(n)]
     q = enc.encode_queries(["what is the capital of France?"], None)[0]
     pairs, _ = enc.build(q, enc.encode_documents(docs), max_length=2000)  # below max_model_len: no hang here
     return [p.input_ids for p in pairs]
@@ -65,7 +65,7 @@ def fp32(model: str) -> None:
             print(json.dumps({"probe": "fp32", "env": label, "error": p.stderr[-2000:]}), flush=True)
             continue
         got = json.loads(line[0][7:])
-        diff = max(abs(a - b) for a, b in zip(got, ref))
+        diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
         print(json.dumps({"probe": "fp32", "env": label, "pairs": len(ref), "max_abs_diff": diff,
                           "seconds": round(time.time() - t, 1)}), flush=True)
 

@@ -210,17 +210,17 @@ def run_batch(
         get_callback_manager_for_config(c).on_chain_start(
             None, x, name=c.get("run_name") or runnable.get_name(), run_id=c.pop("run_id", None)
         )
-        for c, x in zip(configs, inputs)
+        for c, x in zip(configs, inputs, strict=True)
     ]
     try:
-        outputs = work(inputs, [patch_config(c, callbacks=r.get_child()) for c, r in zip(configs, runs)])
+        outputs = work(inputs, [patch_config(c, callbacks=r.get_child()) for c, r in zip(configs, runs, strict=True)])
     except Exception as exc:
         for run in runs:
             run.on_chain_error(exc)
         if return_exceptions:
             return [exc for _ in inputs]
         raise
-    for run, out in zip(runs, outputs):
+    for run, out in zip(runs, outputs, strict=True):
         run.on_chain_error(out) if isinstance(out, Exception) else run.on_chain_end(out)
     return _outputs(outputs, return_exceptions)
 
@@ -235,17 +235,19 @@ async def arun_batch(
         await get_async_callback_manager_for_config(c).on_chain_start(
             None, x, name=c.get("run_name") or runnable.get_name(), run_id=c.pop("run_id", None)
         )
-        for c, x in zip(configs, inputs)
+        for c, x in zip(configs, inputs, strict=True)
     ]
     try:
-        outputs = await work(inputs, [patch_config(c, callbacks=r.get_child()) for c, r in zip(configs, runs)])
+        outputs = await work(
+            inputs, [patch_config(c, callbacks=r.get_child()) for c, r in zip(configs, runs, strict=True)]
+        )
     except Exception as exc:
         for run in runs:
             await run.on_chain_error(exc)
         if return_exceptions:
             return [exc for _ in inputs]
         raise
-    for run, out in zip(runs, outputs):
+    for run, out in zip(runs, outputs, strict=True):
         await (run.on_chain_error(out) if isinstance(out, Exception) else run.on_chain_end(out))
     return _outputs(outputs, return_exceptions)
 

@@ -146,7 +146,7 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
 
     # -- Cohere-style ranking -----------------------------------------------------------------
     def rerank(
-        self, documents: Sequence[str | Document | dict], query: str, *,
+        self, documents: Sequence[str | Document | dict[str, Any]], query: str, *,
         top_n: int | None = DEFAULT, instruction: str | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Rank ``documents`` for ``query``, as ``CohereRerank.rerank`` does.
@@ -165,7 +165,7 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
         return [{"index": r.index, "relevance_score": r.score} for r in ranking]
 
     async def arerank(
-        self, documents: Sequence[str | Document | dict], query: str, *,
+        self, documents: Sequence[str | Document | dict[str, Any]], query: str, *,
         top_n: int | None = DEFAULT, instruction: str | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Asynchronous :meth:`rerank` through the engine's async path."""
@@ -236,11 +236,13 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
     # -- Runnable: {"query", "documents", "top_n"?, "instruction"?} -> list[Document] -----------
     def invoke(self, input: RerankInput, config: RunnableConfig | None = None, **kwargs: Any) -> list[Document]:
         """Rerank ``input["documents"]`` for ``input["query"]``."""
-        return self.batch([input], config, **kwargs)[0]
+        ranked: list[Document] = self.batch([input], config, **kwargs)[0]
+        return ranked
 
     async def ainvoke(self, input: RerankInput, config: RunnableConfig | None = None, **kwargs: Any) -> list[Document]:
         """Asynchronous :meth:`invoke`."""
-        return (await self.abatch([input], config, **kwargs))[0]
+        ranked: list[Document] = (await self.abatch([input], config, **kwargs))[0]
+        return ranked
 
     def batch(
         self, inputs: list[RerankInput], config: RunnableConfig | list[RunnableConfig] | None = None, *,
@@ -263,7 +265,7 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
         batch = h.Batch.parse(inputs, top_n=self.top_n, instruction=self.instruction)
         for instruction, requests in batch.calls.items():
             rankings = self.client.rerank_many(*h.call_args(requests), **self._options(h.most(requests), instruction))
-            for r, ranking in zip(requests, rankings):
+            for r, ranking in zip(requests, rankings, strict=True):
                 batch.outputs[r.slot] = self._finish(r.docs, h.first(ranking, r.top_n), configs[r.slot])
         return batch.outputs
 
@@ -272,7 +274,7 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
         for instruction, requests in batch.calls.items():
             options = self._options(h.most(requests), instruction)
             rankings = await self.client.arerank_many(*h.call_args(requests), **options)
-            for r, ranking in zip(requests, rankings):
+            for r, ranking in zip(requests, rankings, strict=True):
                 batch.outputs[r.slot] = await self._afinish(r.docs, h.first(ranking, r.top_n), configs[r.slot])
         return batch.outputs
 

@@ -11,22 +11,22 @@ from __future__ import annotations
 import copy
 import math
 import os
-import threading
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
-import langchain_qwen3_rerank
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
-from langchain_qwen3_rerank import STATS_EVENT, Qwen3Rerank
 from pydantic import SecretStr, ValidationError
 
+import langchain_qwen3_rerank
+from langchain_qwen3_rerank import STATS_EVENT, Qwen3Rerank
 from qwen3_rerank import Reranker
 from qwen3_rerank.settings import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
 
@@ -159,7 +159,9 @@ def test_remote_engine_from_the_environment_contacts_nothing(
     monkeypatch.setenv(ENV_BASE_URL, "http://10.0.0.5:8000")
     monkeypatch.setenv(ENV_MODEL, "org/served")
     monkeypatch.setenv(ENV_API_KEY, "sk-env")
-    built = Qwen3Rerank(engine="remote", engine_options={"max_model_len": 512, "transport": httpx.MockTransport(handler)})
+    built = Qwen3Rerank(
+        engine="remote", engine_options={"max_model_len": 512, "transport": httpx.MockTransport(handler)}
+    )
     engine = built.client.engine
     try:
         assert engine.base_urls == ("http://10.0.0.5:8000",)
@@ -222,7 +224,9 @@ async def test_returns_scored_copies_and_never_mutates_input(fake_reranker: Rera
 async def test_metadata_values_are_shared_never_copied(fake_reranker: Reranker) -> None:
     # A lock (or a client, a file handle) cannot be deep-copied or pickled; it must not fail the call.
     lock, client = threading.Lock(), object()
-    docs = [Document(page_content=f"doc [score=0.{i + 1}]", metadata={"lock": lock, "client": client}) for i in range(3)]
+    docs = [
+        Document(page_content=f"doc [score=0.{i + 1}]", metadata={"lock": lock, "client": client}) for i in range(3)
+    ]
     r = Qwen3Rerank(reranker=fake_reranker, top_n=2)
     outs = [
         r.compress_documents(docs, "q"),
@@ -335,7 +339,7 @@ def test_metadata_holds_score_logit_and_truncation(fake_engine: Any) -> None:
     long_docs = [Document(page_content="[score=0.9] " + "word " * 200), Document(page_content="short [score=0.3]")]
     out = Qwen3Rerank(reranker=Reranker(fake_engine, max_length=96), top_n=None).compress_documents(long_docs, "q")
     assert [d.metadata["rerank_truncated"] for d in out] == [True, False]
-    for d, p in zip(out, (0.9, 0.3)):
+    for d, p in zip(out, (0.9, 0.3), strict=True):
         assert d.metadata["relevance_score"] == pytest.approx(p)
         assert d.metadata["rerank_logit"] == pytest.approx(math.log(p / (1 - p)))
         assert "rerank_window" not in d.metadata and "rerank_num_windows" not in d.metadata
@@ -501,7 +505,7 @@ async def test_lcel_chain_end_to_end(any_engine: Any, retriever: Any) -> None:
     many = chain.batch(queries)
     amany = await chain.abatch(queries)
     assert len(one) == 2 and [t for t, _ in many[0]] == [t for t, _ in one]
-    for got, query in zip(many, queries):
+    for got, query in zip(many, queries, strict=True):
         candidates = retriever.invoke(query)
         expected = core.rerank(query, [d.page_content for d in candidates], top_n=2)
         assert [text for text, _ in got] == [r.document for r in expected]

@@ -163,7 +163,9 @@ def test_remote_engine_from_the_environment_contacts_nothing(
     monkeypatch.setenv(ENV_BASE_URL, "http://10.0.0.5:8000")
     monkeypatch.setenv(ENV_MODEL, "org/served")
     monkeypatch.setenv(ENV_API_KEY, "sk-env")
-    built = Qwen3Rerank(engine="remote", engine_options={"max_model_len": 512, "transport": httpx.MockTransport(handler)})
+    built = Qwen3Rerank(
+        engine="remote", engine_options={"max_model_len": 512, "transport": httpx.MockTransport(handler)}
+    )
     engine = built.reranker.engine
     try:
         assert engine.base_urls == ("http://10.0.0.5:8000",)
@@ -285,7 +287,8 @@ async def test_metadata_values_are_shared_never_copied(fake_reranker: Reranker) 
     # A lock (or a client, a file handle) cannot be deep-copied or pickled; it must not fail the call.
     lock = threading.Lock()
     nodes = [
-        NodeWithScore(node=TextNode(text=f"doc [score=0.{i + 1}]", metadata={"lock": lock}), score=0.5) for i in range(3)
+        NodeWithScore(node=TextNode(text=f"doc [score=0.{i + 1}]", metadata={"lock": lock}), score=0.5)
+        for i in range(3)
     ]
     for node in nodes:
         node.node.excluded_embed_metadata_keys = ["lock"]
@@ -304,7 +307,7 @@ def test_metadata_holds_logit_and_truncation_out_of_llm_text(fake_engine: Any) -
     ]
     out = Qwen3Rerank(reranker=Reranker(fake_engine, max_length=96), top_n=None).postprocess_nodes(nodes, query_str="q")
     assert [n.node.metadata["rerank_truncated"] for n in out] == [True, False]
-    for n, p in zip(out, (0.9, 0.3)):
+    for n, p in zip(out, (0.9, 0.3), strict=True):
         assert n.score == pytest.approx(p)
         assert n.node.metadata["rerank_logit"] == pytest.approx(math.log(p / (1 - p)))
         assert "rerank_window" not in n.node.metadata
@@ -335,7 +338,9 @@ def test_long_metadata_cannot_push_the_content_out(fake_engine: Any, tiny_tokeni
         NodeWithScore(node=TextNode(text=f"passage [score={p}]", metadata=long_metadata), score=0.5)
         for p in (0.2, 0.9, 0.6)
     ]
-    out = Qwen3Rerank(reranker=Reranker(fake_engine, max_length=128), top_n=None).postprocess_nodes(nodes, query_str="q")
+    out = Qwen3Rerank(reranker=Reranker(fake_engine, max_length=128), top_n=None).postprocess_nodes(
+        nodes, query_str="q"
+    )
     assert [n.score for n in out] == pytest.approx([0.9, 0.6, 0.2])  # distinct: each content was scored
     assert all(n.node.metadata["rerank_truncated"] for n in out)
     seen = tiny_tokenizer.decode(fake_engine.seen[-1][0])

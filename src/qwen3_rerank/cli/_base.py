@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 PROG = "qwen3-rerank"
 
@@ -26,7 +26,7 @@ class CLIError(Exception):
 class Parser(argparse.ArgumentParser):
     """argparse, but errors become :class:`CLIError` (one line, no usage dump, no sys.exit)."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise CLIError(f"{message} (see '{self.prog} --help')")
 
 
@@ -44,7 +44,7 @@ class CLISubcommand:
 
     def register(self, subparsers: Any) -> argparse.ArgumentParser:
         """Add this command's parser to ``subparsers``; parsing it sets ``args.run`` to :meth:`run`."""
-        parser = subparsers.add_parser(self.name, help=self.help, description=self.description)
+        parser: argparse.ArgumentParser = subparsers.add_parser(self.name, help=self.help, description=self.description)
         self.add_arguments(parser)
         parser.set_defaults(run=self.run)
         return parser

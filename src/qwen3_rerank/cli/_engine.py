@@ -1,4 +1,7 @@
-"""The engine options ``rerank`` and ``check`` share, and the engine they describe (via :mod:`qwen3_rerank.settings`)."""
+"""The engine options ``rerank`` and ``check`` share, and the engine they describe.
+
+Built via :mod:`qwen3_rerank.settings`.
+"""
 
 from __future__ import annotations
 
@@ -71,7 +74,9 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
         help="any other engine keyword, VALUE parsed as JSON when it can be "
         "(e.g. -o gpu_memory_utilization=0.3 -o enforce_eager=true)",
     )
-    g.add_argument("--max-length", type=positive_int, default=None, help="most tokens per scored sequence (default 8192)")
+    g.add_argument(
+        "--max-length", type=positive_int, default=None, help="most tokens per scored sequence (default 8192)"
+    )
 
 
 def model_for(args: argparse.Namespace) -> str | None:
@@ -104,7 +109,10 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             options.setdefault("dtype", args.dtype)
         if args.device is not None:
             if args.engine == "vllm":
-                raise CLIError("--device applies to --engine transformers; vLLM picks its platform itself (see 'qwen3-rerank info')")
+                raise CLIError(
+                    "--device applies to --engine transformers; "
+                    "vLLM picks its platform itself (see 'qwen3-rerank info')"
+                )
             options.setdefault("device", args.device)
     settings.validate_engine_options(args.engine, options)  # before -o model=... collides with --model
     return settings.engine_kwargs(

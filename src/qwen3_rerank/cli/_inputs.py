@@ -132,7 +132,9 @@ def _doc_from_value(value: Any, where: str) -> Doc:
         check_text(text, f"{where}: the document text")
         _check_id(value.get("id"), where)
         return Doc(text, value.get("id"))
-    raise CLIError(f"{where}: a document must be a JSON object with a \"text\" field or a string, got {type(value).__name__}")
+    raise CLIError(
+        f'{where}: a document must be a JSON object with a "text" field or a string, got {type(value).__name__}'
+    )
 
 
 def read_documents(path: str, fmt: str = "auto") -> list[Doc]:
@@ -151,7 +153,9 @@ def read_documents(path: str, fmt: str = "auto") -> list[Doc]:
                 check_text(line, f"{name}, line {number}: the document text")
                 docs.append(Doc(line))
     if not docs:
-        raise CLIError(f"no documents in {name}: give a JSONL file with a \"text\" field per line, or one document per line")
+        raise CLIError(
+            f'no documents in {name}: give a JSONL file with a "text" field per line, or one document per line'
+        )
     return docs
 
 
@@ -171,7 +175,9 @@ def read_queries(path: str, fmt: str = "auto") -> list[Query]:
                 queries.append(Query(value))
                 continue
             if not isinstance(value, dict):
-                raise CLIError(f"{where}: a query must be a JSON object with a \"query\" field, got {type(value).__name__}")
+                raise CLIError(
+                    f'{where}: a query must be a JSON object with a "query" field, got {type(value).__name__}'
+                )
             text = value.get("query", value.get("text"))
             if not isinstance(text, str):
                 raise CLIError(f"{where}: each query needs a \"query\" field holding a string")

@@ -29,7 +29,9 @@ def build_parser() -> Parser:
         epilog="Exit status: 0 ok, 1 failure (check FAIL, engine error), 2 bad usage or input, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log INFO (-v) or DEBUG (-vv); show tracebacks")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log INFO (-v) or DEBUG (-vv); show tracebacks"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for command in COMMANDS:
         command.register(sub)
@@ -60,7 +62,8 @@ def _main(parser: Parser, argv: Sequence[str] | None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        return args.run(args)
+        status: int = args.run(args)
+        return status
     except CLIError as exc:
         _error(str(exc))
         return exc.code

@@ -29,13 +29,22 @@ class CheckCommand(CLISubcommand):
 
     def add_arguments(self, c: argparse.ArgumentParser) -> None:
         _engine.add_engine_arguments(c)
-        c.add_argument("--tolerance", type=positive_float, default=None, help="largest allowed |score difference| (default 1e-4 in float32, 0.03 otherwise)")
+        c.add_argument(
+            "--tolerance",
+            type=positive_float,
+            default=None,
+            help="largest allowed |score difference| (default 1e-4 in float32, 0.03 otherwise)",
+        )
         c.add_argument(
             "--reference-device",
             default="cpu",
             help="device of the float32 reference engine: cpu (default), cuda, cuda:N, npu, npu:N or auto",
         )
-        c.add_argument("--no-reference", action="store_true", help="skip the reference comparison (sanity checks and the remote template guard only)")
+        c.add_argument(
+            "--no-reference",
+            action="store_true",
+            help="skip the reference comparison (sanity checks and the remote template guard only)",
+        )
         c.add_argument("--json", action="store_true", help="print the report as JSON")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -57,7 +66,10 @@ class CheckCommand(CLISubcommand):
             ref_desc = "none"
             if not args.no_reference:
                 reference, ref_desc = _reference_engine(args, engine)
-            header = f"{PROG} check: engine={args.engine} ({engine!r}); reference={ref_desc}; {len(CHECK_CASES)} pairs, max_length={max_length}"
+            header = (
+                f"{PROG} check: engine={args.engine} ({engine!r}); reference={ref_desc}; "
+                f"{len(CHECK_CASES)} pairs, max_length={max_length}"
+            )
             report = run_check(engine, reference, tolerance=args.tolerance, max_length=max_length)
         finally:
             engine.close()

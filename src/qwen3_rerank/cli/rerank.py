@@ -33,7 +33,13 @@ class RerankCommand(CLISubcommand):
 
     def add_arguments(self, r: argparse.ArgumentParser) -> None:
         r.add_argument("query", nargs="?", default=None, help="the search query (or use --queries)")
-        r.add_argument("--docs", "-d", default=None, metavar="FILE", help="documents: JSONL ('text' field) or one per line; '-' = stdin")
+        r.add_argument(
+            "--docs",
+            "-d",
+            default=None,
+            metavar="FILE",
+            help="documents: JSONL ('text' field) or one per line; '-' = stdin",
+        )
         r.add_argument(
             "--docs-format",
             choices=("auto", "jsonl", "lines"),
@@ -47,7 +53,9 @@ class RerankCommand(CLISubcommand):
             metavar="FILE",
             help="many queries: one per line, or JSONL with 'query' and optionally its own 'documents'",
         )
-        r.add_argument("--instruction", "-i", default=None, help="task instruction (default: the model card's web-search one)")
+        r.add_argument(
+            "--instruction", "-i", default=None, help="task instruction (default: the model card's web-search one)"
+        )
         r.add_argument("--top-n", "-n", type=positive_int, default=None, help="print only the best N per query")
         r.add_argument("--threshold", type=probability, default=None, help="drop results with score below this")
         r.add_argument(
@@ -56,13 +64,25 @@ class RerankCommand(CLISubcommand):
             default="truncate",
             help="truncate (default): cut what does not fit; window: score overlapping windows, keep the best",
         )
-        r.add_argument("--window-overlap", type=non_negative_int, default=64, help="tokens shared by consecutive windows (default 64)")
-        r.add_argument("--chunk-size", type=positive_int, default=1024, help="documents sent to the engine per call with --queries (default 1024)")
+        r.add_argument(
+            "--window-overlap",
+            type=non_negative_int,
+            default=64,
+            help="tokens shared by consecutive windows (default 64)",
+        )
+        r.add_argument(
+            "--chunk-size",
+            type=positive_int,
+            default=1024,
+            help="documents sent to the engine per call with --queries (default 1024)",
+        )
         out = r.add_mutually_exclusive_group()
         out.add_argument("--json", action="store_true", help="print one JSON document")
         out.add_argument("--jsonl", action="store_true", help="print one JSON line per result")
         prog = r.add_mutually_exclusive_group()
-        prog.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress on stderr")
+        prog.add_argument(
+            "--progress", dest="progress", action="store_true", default=None, help="always show progress on stderr"
+        )
         prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
         _engine.add_engine_arguments(r)
 
@@ -82,10 +102,7 @@ class RerankCommand(CLISubcommand):
 
         _engine.engine_kwargs(args)  # bad engine options fail before the input is read (stdin too)
         shared = read_documents(args.docs, args.docs_format) if args.docs is not None else None
-        if args.queries is not None:
-            queries = read_queries(args.queries)
-        else:
-            queries = [Query(args.query)]
+        queries = read_queries(args.queries) if args.queries is not None else [Query(args.query)]
         for n, q in enumerate(queries, 1):
             if q.documents is None:
                 if shared is None:
@@ -110,11 +127,11 @@ class RerankCommand(CLISubcommand):
 
         out = sys.stdout
         if args.json:
-            records = [_query_record(q, r) for q, r in zip(queries, rankings)]
+            records = [_query_record(q, r) for q, r in zip(queries, rankings, strict=True)]
             json.dump(records[0] if args.queries is None else records, out, ensure_ascii=False, indent=2)
             out.write("\n")
         elif args.jsonl:
-            for qi, (q, ranking) in enumerate(zip(queries, rankings)):
+            for qi, (q, ranking) in enumerate(zip(queries, rankings, strict=True)):
                 for rank, result in enumerate(ranking, 1):
                     rec = {"query_index": qi, "query": q.text}
                     if q.id is not None:
@@ -123,7 +140,7 @@ class RerankCommand(CLISubcommand):
                     out.write(json.dumps(rec, ensure_ascii=False) + "\n")
         else:
             width = shutil.get_terminal_size((100, 24)).columns
-            for qi, (q, ranking) in enumerate(zip(queries, rankings)):
+            for qi, (q, ranking) in enumerate(zip(queries, rankings, strict=True)):
                 if qi:
                     out.write("\n")
                 out.write(format_table(q.text, ranking, q.documents or [], width=width))
@@ -258,7 +275,13 @@ def _query_record(q: Query, ranking: Any) -> dict[str, Any]:
         rec["id"] = q.id
     rec["results"] = [_result_record(rank, r, q.documents or []) for rank, r in enumerate(ranking, 1)]
     s = ranking.stats
-    rec["stats"] = {"pairs": s.pairs, "tokens": s.tokens, "truncated": s.truncated, "seconds": round(s.seconds, 4), "engine": s.engine}
+    rec["stats"] = {
+        "pairs": s.pairs,
+        "tokens": s.tokens,
+        "truncated": s.truncated,
+        "seconds": round(s.seconds, 4),
+        "engine": s.engine,
+    }
     return rec
 
 

@@ -33,7 +33,8 @@ def engine_class(name: str) -> type[Engine]:
         raise ConfigurationError(
             f"unknown engine {name!r}; choose one of {sorted(ENGINES)} or pass an Engine instance"
         ) from None
-    return getattr(importlib.import_module(module), cls)
+    found: type[Engine] = getattr(importlib.import_module(module), cls)
+    return found
 
 
 def create_engine(name: str, **options: Any) -> Engine:

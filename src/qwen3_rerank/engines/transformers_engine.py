@@ -50,11 +50,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import prompts
+from .._checkpoint import CAUSAL, SEQ_CLS, read_architecture
 from .._devices import auto_device, auto_dtype, quiet_transformers
 from .._exceptions import ConfigurationError, EngineError, missing_dependency
 from .._tokenizer import Qwen3Tokenizer
 from .._types import EncodedPair, EngineOutput
-from .._checkpoint import CAUSAL, SEQ_CLS, read_architecture
 from ._base import Engine, prefix_groups
 
 # CAUSAL, SEQ_CLS and read_architecture are re-exported for older imports (they live in _checkpoint).
@@ -133,7 +133,8 @@ class TransformersEngine(Engine):
             kwargs["attn_implementation"] = attn_implementation
         loader = AutoModelForCausalLM if self.architecture == CAUSAL else AutoModelForSequenceClassification
         with quiet_transformers():
-            net = loader.from_pretrained(str(model), **kwargs).to(self.device).eval()
+            # transformers types PreTrainedModel.to as @wraps(torch.nn.Module.to): a device string is refused.
+            net = loader.from_pretrained(str(model), **kwargs).to(self.device).eval()  # type: ignore[arg-type]
         self._body = net.base_model  # the decoder stack with its final norm, no head
         self._cache_name = _cache_argument(self._body)
         with torch.no_grad():
@@ -239,7 +240,7 @@ class TransformersEngine(Engine):
                 last = mask.sum(dim=1) - 1
                 h = hidden[torch.arange(len(batch), device=hidden.device), last].float()
                 values = (h @ self._row + self._bias).tolist()
-                for i, v in zip(batch, values):
+                for i, v in zip(batch, values, strict=True):
                     out[i] = v
         return out
 
@@ -256,12 +257,12 @@ class TransformersEngine(Engine):
                 (g, i, pairs[i].input_ids[len(prefixes[g]) :]) for g, (_, members) in enumerate(shared) for i in members
             ]
             logits = self._logits_after_prefixes(prefixes, [(g, s) for g, _, s in items], cancel)
-            for (_, i, _), v in zip(items, logits):
+            for (_, i, _), v in zip(items, logits, strict=True):
                 out[i] = v
                 plain.discard(i)
         if plain:
             rest = sorted(plain)
-            for i, v in zip(rest, self._logits([pairs[i].input_ids for i in rest], cancel)):
+            for i, v in zip(rest, self._logits([pairs[i].input_ids for i in rest], cancel), strict=True):
                 out[i] = v
         return out
 
@@ -340,7 +341,8 @@ class TransformersEngine(Engine):
                 # A fresh cache per batch (the forward appends to it), holding each row's prefix.
                 past = DynamicCache(
                     ddp_cache_data=[
-                        (k.index_select(0, rows_dev), v.index_select(0, rows_dev)) for k, v in zip(k_all, v_all)
+                        (k.index_select(0, rows_dev), v.index_select(0, rows_dev))
+                        for k, v in zip(k_all, v_all, strict=True)
                     ]
                 )
                 hidden = self._body(
@@ -354,7 +356,7 @@ class TransformersEngine(Engine):
                 last = torch.as_tensor(lengths, device=hidden.device) - 1
                 h = hidden[torch.arange(b, device=hidden.device), last].float()
                 values_out = (h @ self._row + self._bias).tolist()
-                for i, v in zip(batch, values_out):
+                for i, v in zip(batch, values_out, strict=True):
                     out[i] = v
         return out
 

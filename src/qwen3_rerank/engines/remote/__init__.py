@@ -40,9 +40,10 @@ tokenizes differently counts other tokens, and :class:`TemplateMismatchError` sa
 Transport (``_requester``): ``httpx.Client`` and a real ``httpx.AsyncClient`` drive one shared
 request plan (round-robin and failover over several base URLs, retries with exponential backoff
 and jitter on connection errors and 408/429/502/503/504 honouring ``Retry-After``, the total time
-bound on the whole call including the answer's body, a size limit on each answer). Large inputs are cut into chunks of
-``max_batch_size`` sequences sent concurrently (at most ``max_concurrency`` at a time) and put back in order; one failed chunk fails
-the call: a partial result is never returned.
+bound on the whole call including the answer's body, a size limit on each answer). Large inputs
+are cut into chunks of ``max_batch_size`` sequences sent concurrently (at most ``max_concurrency``
+at a time) and put back in order; one failed chunk fails the call: a partial result is never
+returned.
 """
 
 from __future__ import annotations

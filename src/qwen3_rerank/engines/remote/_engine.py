@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from typing_extensions import Self
 
@@ -192,16 +192,17 @@ class RemoteEngine(Engine):
                 self._check_open()
                 if self._tokenizer is None:
                     self._tokenizer = self._load_tokenizer()
-        return self._tokenizer
+        tokenizer: Qwen3Tokenizer = self._tokenizer
+        return tokenizer
 
     @property
-    def model_name(self) -> str:  # type: ignore[override]
+    def model_name(self) -> str:  # type: ignore[override]  # read-only view of Engine's attribute
         """The served model's name as far as known without asking the server ("" if unknown)."""
         info = self._discovered or {}
         return self.served_model_name or self.model or info.get("id") or ""
 
-    @property  # type: ignore[override]
-    def max_model_len(self) -> int | None:
+    @property
+    def max_model_len(self) -> int | None:  # type: ignore[override]  # read-only view of Engine's attribute
         """The server's context length (``GET /v1/models`` on first read), or the value passed in."""
         if self._max_model_len is None and not self._closed:
             info = self._discover()
@@ -210,8 +211,8 @@ class RemoteEngine(Engine):
                 self._max_model_len = value
         return self._max_model_len
 
-    @property  # type: ignore[override]
-    def plan_may_block(self) -> bool:
+    @property
+    def plan_may_block(self) -> bool:  # type: ignore[override]  # read-only view of Engine's attribute
         """Always with the server's ``/tokenize``; until it is loaded for a tokenizer that must be
         fetched (hub, disk, ``/v1/models``); never for a tokenizer object passed in."""
         if self._tokenizer is not None:
@@ -233,7 +234,7 @@ class RemoteEngine(Engine):
             with self._resolve_lock:  # one probe, however many threads start at once
                 if self._resolved is None:
                     self._requester.run(self._resolve_plan(deadline))
-        api, path = self._resolved  # type: ignore[misc]
+        api, path = cast("tuple[str, str]", self._resolved)  # set by _resolve_plan
         chunks = self._chunks(api, pairs)
         results = self._requester.run_many([self._chunk_plan(api, path, c, deadline) for c in chunks])
         return self._assemble(api, results, len(pairs), len(chunks))
@@ -247,13 +248,14 @@ class RemoteEngine(Engine):
             async with self._probe_lock():
                 if self._resolved is None:
                     await self._requester.arun(self._resolve_plan(deadline))
-        api, path = self._resolved  # type: ignore[misc]
+        api, path = cast("tuple[str, str]", self._resolved)  # set by _resolve_plan
         chunks = self._chunks(api, pairs)
         gate = asyncio.Semaphore(self.max_concurrency)
 
         async def one(chunk: _Chunk) -> Parsed:
             async with gate:
-                return await self._requester.arun(self._chunk_plan(api, path, chunk, deadline))
+                parsed: Parsed = await self._requester.arun(self._chunk_plan(api, path, chunk, deadline))
+                return parsed
 
         tasks = [asyncio.ensure_future(one(c)) for c in chunks]
         try:
@@ -295,7 +297,10 @@ class RemoteEngine(Engine):
     def __repr__(self) -> str:
         shown = self._requester.shown_urls
         urls = shown[0] if len(shown) == 1 else list(shown)
-        return f"RemoteEngine(base_url={urls!r}, model={self.model!r}, api={self.api!r}, api_key={self._requester._api_key!r})"
+        return (
+            f"RemoteEngine(base_url={urls!r}, model={self.model!r}, api={self.api!r}, "
+            f"api_key={self._requester._api_key!r})"
+        )
 
     # -- chunking and reassembly -----------------------------------------------------------------
     def _chunks(self, api: str, pairs: Sequence[EncodedPair]) -> list[_Chunk]:

@@ -278,7 +278,7 @@ def parse_response(api: str, payload: Any, n: int, url: str) -> Parsed:
     usage = payload.get("usage")
     tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
     prompt_tokens = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else None
-    vals = [float(v) for v in values]  # type: ignore[arg-type]
+    vals = [float(v) for v in values if v is not None]  # none is missing (checked above)
     if api == "classify":
         return Parsed(vals, prompt_tokens)
     for i, v in enumerate(vals):

@@ -21,12 +21,12 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...settings import ENV_API_KEY
 from ..._exceptions import ConfigurationError, EngineError, RemoteError, RemoteTimeoutError
+from ...settings import ENV_API_KEY
 from . import _protocol as proto
 from ._transport import (
     DEADLINE,
@@ -253,7 +253,8 @@ class Requester:
         self, method: str, path: str, payload: Any, *, soft: frozenset[int] = frozenset(), seconds: float | None = None
     ) -> tuple[str, Answer]:
         """One request now, synchronously, within ``seconds`` (default ``total_timeout``)."""
-        return self.run(self.request(method, path, payload, self.deadline(seconds), soft=soft))
+        answer: tuple[str, Answer] = self.run(self.request(method, path, payload, self.deadline(seconds), soft=soft))
+        return answer
 
     # -- failover and backoff ----------------------------------------------------------------------
     def _pick(self, tried: set[str]) -> str:
@@ -263,11 +264,12 @@ class Requester:
         order = [self.base_urls[(start + i) % n] for i in range(n)]
         now = time.monotonic()
         down = self._health.down_until
-        for ok in (
+        preferences: tuple[Callable[[str], bool], ...] = (
             lambda u: u not in tried and down.get(u, 0.0) <= now,
             lambda u: down.get(u, 0.0) <= now,
             lambda u: u not in tried,
-        ):
+        )
+        for ok in preferences:
             for u in order:
                 if ok(u):
                     return u
@@ -283,7 +285,7 @@ class Requester:
         fresh = [u for u in self.base_urls if u not in tried and self._health.down_until.get(u, 0.0) <= now]
         if fresh:
             return 0.0  # fail over to another replica at once
-        computed = min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * self._random.uniform(0.5, 1.0)
+        computed: float = min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * self._random.uniform(0.5, 1.0)
         return max(computed, retry_after) if retry_after is not None else computed
 
     # -- drivers -----------------------------------------------------------------------------------

@@ -140,8 +140,8 @@ def bound_reads(transport: Any) -> None:
     """
     import httpcore
 
-    pool = getattr(transport, "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
+    pool: Any = getattr(transport, "_pool", None)
+    backend: Any = getattr(pool, "_network_backend", None)
     if backend is None:  # pragma: no cover - another httpx layout: the per-chunk check remains
         logger.debug("remote engine: cannot bound socket reads of %r", transport)
         return
@@ -160,7 +160,8 @@ def bound_reads(transport: Any) -> None:
             self._inner = inner
 
         def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-            return self._inner.read(max_bytes, clamp(timeout))
+            data: bytes = self._inner.read(max_bytes, clamp(timeout))
+            return data
 
         def write(self, buffer: bytes, timeout: float | None = None) -> None:
             self._inner.write(buffer, clamp(timeout))

@@ -11,7 +11,7 @@ import ctypes
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ..._exceptions import ConfigurationError, missing_dependency
@@ -67,7 +67,7 @@ class VLLMAdapter:
             # are deprecated in AsyncLLM.add_request.
             from vllm.inputs import tokens_input as _tokens_input
 
-            self._prompt = _tokens_input
+            self._prompt: Callable[[list[int]], Any] = _tokens_input
         except ImportError:  # pragma: no cover - older vLLM takes the raw TokensPrompt
             from vllm.inputs import TokensPrompt
 
@@ -142,7 +142,7 @@ class VLLMAdapter:
         try:
             return self.PoolingParams(task="classify", use_activation=False)
         except TypeError:  # pragma: no cover - older vLLM called it `activation`
-            return self.PoolingParams(task="classify", activation=False)
+            return self.PoolingParams(task="classify", activation=False)  # type: ignore[call-arg]  # old vLLM API
 
     @staticmethod
     def logit(output: Any) -> float:
@@ -216,7 +216,9 @@ def get_adapter() -> VLLMAdapter:
 _FLOAT32 = ("float32", "float", "torch.float32")
 
 
-def start_environment(*, device_type: str, dtype: str, cuda_initialised: bool, environ: Mapping[str, str]) -> dict[str, str]:
+def start_environment(
+    *, device_type: str, dtype: str, cuda_initialised: bool, environ: Mapping[str, str]
+) -> dict[str, str]:
     """Environment variables to set while vLLM starts its engine processes (pure).
 
     * ``VLLM_WORKER_MULTIPROC_METHOD=spawn`` on CUDA when CUDA is already initialised in this

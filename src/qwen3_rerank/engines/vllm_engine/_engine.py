@@ -63,7 +63,8 @@ def vllm_options(
     user_overrides = options.pop("hf_overrides", None) or {}
     if not isinstance(user_overrides, dict):
         raise ConfigurationError(
-            f"hf_overrides must be a dict here (the automatic ones are merged into it), got {type(user_overrides).__name__}"
+            "hf_overrides must be a dict here (the automatic ones are merged into it), "
+            f"got {type(user_overrides).__name__}"
         )
     # The original checkpoint needs the reranker overrides; a converted one loads as it is.
     overrides = {**ORIGINAL_RERANKER_OVERRIDES, **user_overrides} if architecture == CAUSAL else dict(user_overrides)
@@ -79,7 +80,10 @@ def vllm_options(
     if enable_prefix_caching is None and device_type == "npu":
         # vLLM-Ascend users reported wrong scores from pooling models with prefix caching on.
         enable_prefix_caching = False
-        logger.info("prefix caching is off by default on Ascend NPU for pooling models; pass enable_prefix_caching=True to turn it on")
+        logger.info(
+            "prefix caching is off by default on Ascend NPU for pooling models; "
+            "pass enable_prefix_caching=True to turn it on"
+        )
     if enable_prefix_caching is not None:
         options["enable_prefix_caching"] = enable_prefix_caching
     if gpu_memory_utilization is not None:
@@ -192,7 +196,9 @@ class VLLMEngine(Engine):
         **llm_kwargs: Any,
     ) -> None:
         if model is None:
-            raise ConfigurationError("VLLMEngine needs model=: a hub id such as 'Qwen/Qwen3-Reranker-0.6B' or a local directory")
+            raise ConfigurationError(
+                "VLLMEngine needs model=: a hub id such as 'Qwen/Qwen3-Reranker-0.6B' or a local directory"
+            )
         if max_model_len is not None and (not isinstance(max_model_len, int) or max_model_len <= 0):
             raise ValueError(f"max_model_len must be a positive int or None, got {max_model_len!r}")
         if gpu_memory_utilization is not None and not (0.0 < gpu_memory_utilization <= 1.0):
@@ -263,7 +269,9 @@ class VLLMEngine(Engine):
         return list(self._live().llms)
 
     def __repr__(self) -> str:
-        return f"VLLMEngine(model={self.model_name!r}, architecture={self.architecture!r}, closed={self._shared is None})"
+        return (
+            f"VLLMEngine(model={self.model_name!r}, architecture={self.architecture!r}, closed={self._shared is None})"
+        )
 
     def _live(self) -> SharedEngine:
         if self._shared is None:

@@ -201,7 +201,7 @@ class SharedEngine:
         try:
             # All requests go into vLLM's scheduler(s) at once; it batches them (and those of every
             # other call in flight) under its token budget.
-            call.tasks = [asyncio.ensure_future(self._one(t, ids)) for t, ids in zip(targets, sequences)]
+            call.tasks = [asyncio.ensure_future(self._one(t, ids)) for t, ids in zip(targets, sequences, strict=True)]
             if stall_timeout is not None and (self._watchdog is None or self._watchdog.done()):
                 self._watchdog = asyncio.ensure_future(self._watch())
             try:
@@ -244,7 +244,7 @@ class SharedEngine:
                         task.cancel()  # vLLM aborts a request whose stream is cancelled
 
     def _stall_error(self, call: _Call, idle: float) -> EngineError:
-        stuck = [len(ids) for ids, task in zip(call.sequences, call.tasks) if not task.done()]
+        stuck = [len(ids) for ids, task in zip(call.sequences, call.tasks, strict=True) if not task.done()]
         lengths = ", ".join(f"{n} tokens x{k}" for n, k in Counter(stuck).most_common(5))
         limit = self.max_model_len
         at_limit = limit is not None and any(n >= limit for n in stuck)

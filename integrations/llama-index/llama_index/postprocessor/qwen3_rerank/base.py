@@ -239,7 +239,7 @@ class Qwen3Rerank(BaseNodePostprocessor):
         top_k = top_n if top_n is not None else len(nodes)
         model_name = self._model_name
         dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=top_k, model_name=model_name))
-        payload = {
+        payload: dict[str, Any] = {
             EventPayload.NODES: nodes,
             EventPayload.MODEL_NAME: model_name,
             EventPayload.QUERY_STR: query,
