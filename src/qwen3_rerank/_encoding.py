@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from . import prompts
 from ._exceptions import ConfigurationError
@@ -125,6 +125,16 @@ class RerankPlan:
     def tokens(self) -> int:
         """Tokens in :attr:`pairs`: what the engine computes."""
         return sum(len(p.input_ids) for p in self.pairs)
+
+
+def check_plan_options(max_length: Any, long_documents: Any, window_overlap: Any) -> None:
+    """Refuse a bad ``max_length``, ``long_documents`` or ``window_overlap`` (ValueError)."""
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length <= 0:
+        raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+    if long_documents not in ("truncate", "window"):
+        raise ValueError(f"long_documents must be 'truncate' or 'window', got {long_documents!r}")
+    if not isinstance(window_overlap, int) or isinstance(window_overlap, bool) or window_overlap < 0:
+        raise ValueError(f"window_overlap must be an int >= 0, got {window_overlap!r}")
 
 
 def validate_texts(
@@ -250,12 +260,7 @@ class PairEncoder:
                 not smaller than a window's room.
         """
         queries, doc_lists = validate_texts(queries, documents, instruction)
-        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length <= 0:
-            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
-        if long_documents not in ("truncate", "window"):
-            raise ValueError(f"long_documents must be 'truncate' or 'window', got {long_documents!r}")
-        if not isinstance(window_overlap, int) or isinstance(window_overlap, bool) or window_overlap < 0:
-            raise ValueError(f"window_overlap must be an int >= 0, got {window_overlap!r}")
+        check_plan_options(max_length, long_documents, window_overlap)
         if not any(doc_lists):
             return RerankPlan(pairs=[], queries=[PlannedQuery(query=q, documents=(), planned=()) for q in queries],
                               max_length=max_length)  # fmt: skip

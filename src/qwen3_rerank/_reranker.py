@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._encoding import LongDocuments, PairEncoder, PlannedQuery, RerankPlan, validate_texts
+from ._encoding import LongDocuments, PairEncoder, PlannedQuery, RerankPlan, check_plan_options, validate_texts
 from ._exceptions import EngineError
 from ._scores import probability
 from ._types import EngineOutput, Ranking, RerankResult, RerankStats
 from .engines import Engine, create_engine
 from .engines._base import validate_output
+from .settings import check_top_n
 
 __all__ = ["Reranker"]
 
@@ -90,12 +91,7 @@ class Reranker:
     ) -> None:
         _check_top_n(top_n)
         validate_texts([], [], instruction)
-        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length <= 0:
-            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
-        if long_documents not in ("truncate", "window"):
-            raise ValueError(f"long_documents must be 'truncate' or 'window', got {long_documents!r}")
-        if not isinstance(window_overlap, int) or isinstance(window_overlap, bool) or window_overlap < 0:
-            raise ValueError(f"window_overlap must be an int >= 0, got {window_overlap!r}")
+        check_plan_options(max_length, long_documents, window_overlap)
         if isinstance(engine, str):
             if model is not None:
                 engine_options["model"] = model
@@ -397,5 +393,4 @@ class Reranker:
 
 
 def _check_top_n(top_n: int | None) -> None:
-    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n <= 0):
-        raise ValueError(f"top_n must be a positive int or None (all results), got {top_n!r}")
+    check_top_n(top_n)

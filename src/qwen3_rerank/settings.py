@@ -50,6 +50,7 @@ __all__ = [
     "ENV_MODEL",
     "build_engine",
     "build_reranker",
+    "check_top_n",
     "engine_kwargs",
     "reranker_kwargs",
     "resolve_api_key",
@@ -100,6 +101,17 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
 _TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),),
 }  # fmt: skip
+
+
+def check_top_n(top_n: Any) -> int | None:
+    """``top_n`` if it is a positive int or ``None`` (all results); anything else is a ValueError.
+
+    ``0`` is refused: some rerank APIs (NVIDIA's, vLLM's ``/rerank``) read it as "all", others as
+    "none", so it cannot mean either silently here.
+    """
+    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n <= 0):
+        raise ValueError(f"top_n must be a positive int, or None for all results; got {top_n!r} (use None for all)")
+    return top_n
 
 
 def resolve_model(model: str | os.PathLike[str] | None = None, *, engine: str = "transformers") -> str | None:

@@ -17,7 +17,7 @@ from langchain_core.runnables import RunnableConfig, ensure_config, get_config_l
 from langchain_core.runnables.config import get_async_callback_manager_for_config, get_callback_manager_for_config
 from typing_extensions import NotRequired, TypedDict
 
-from qwen3_rerank import Ranking, RerankStats
+from qwen3_rerank import Ranking, RerankStats, settings
 
 STATS_EVENT = "qwen3_rerank_stats"
 """Name of the custom callback event that reports what each rerank cost.
@@ -51,12 +51,7 @@ class _Default:
 DEFAULT: Any = _Default()
 
 
-def check_top_n(top_n: Any) -> int | None:
-    # Some rerank APIs (NVIDIA, vLLM's /rerank) read top_n=0 as "all"; here 0 is refused so that
-    # it cannot silently mean either "nothing" or "everything".
-    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n <= 0):
-        raise ValueError(f"top_n must be a positive int, or None for all documents; got {top_n!r} (use None for all)")
-    return top_n
+check_top_n = settings.check_top_n  # 0 is refused: it means "all" to some APIs, "none" to others
 
 
 def check_query(query: Any) -> str:

@@ -21,9 +21,9 @@ key/value cache, and runs only the document parts on top of it, batched across q
 attention makes this the same computation as the full sequence: position ``i`` sees positions
 ``<= i`` either way. Pairs whose query has a single document, or no shared prefix, take the
 plain path. ``reuse_prefix="auto"`` (the default) turns it on for a call when the prefix work it
-saves is large enough to pay for the cached-attention path, a rule set from the H100 measurements
-in benchmarks/RESULTS.md: at least half of the call's tokens for small models (hidden size under
-2,560, i.e. 0.6B), at least 15 % for 4B and 8B.
+saves is large enough to pay for the cached-attention path: at least half of the call's tokens
+for small models (hidden size under 2,560, i.e. 0.6B), at least 15 % for 4B and 8B (the rule and
+the measurements behind it: benchmarks/RESULTS.md).
 
 The prefix path passes the key/value cache under the name the installed transformers uses
 (``cache`` from 5.24 on, ``past_key_values`` before), read from the model's ``forward`` signature,
@@ -70,8 +70,8 @@ class TransformersEngine(Engine):
         device: ``"cuda"``, ``"cuda:1"``, ``"npu"``, ``"cpu"`` … (default: CUDA, then Ascend
             NPU, then CPU).
         dtype: ``"auto"`` (bfloat16 on accelerators, float32 on CPU), or a torch dtype / its name.
-        batch_size: Most sequences in one forward pass (64: measured faster than 16 at 0.6B,
-            4B and 8B on an H100; ``max_batch_tokens`` still bounds each batch).
+        batch_size: Most sequences in one forward pass (``max_batch_tokens`` still bounds each
+            batch; why 64: benchmarks/RESULTS.md).
         max_batch_tokens: Most padded tokens in one forward pass (bounds activation memory).
         revision: Hub revision.
         attn_implementation: Passed to transformers (default: its own choice, SDPA).

@@ -53,7 +53,7 @@ Replicas on one device (``replicas=N``)
     instance with the fewest tokens in flight, so each instance's prefix cache still sees a
     query's documents together. Why: at 0.6B one instance is bound by its engine core's
     per-request CPU work, not by the GPU; two engine-core processes do that work in parallel
-    (benchmarks/RESULTS.md: 1.24x on W1 on an H100).
+    (measurements: benchmarks/RESULTS.md).
 
 Platforms
     * CUDA: vLLM's defaults (``gpu_memory_utilization=0.92`` of the card).

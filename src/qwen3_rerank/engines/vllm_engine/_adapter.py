@@ -125,8 +125,8 @@ class VLLMAdapter:
     def start(self, engine_args: Any) -> Any:
         # Reranking in-process is offline batch work, what vllm.LLM is tuned for: with vLLM's
         # default usage context (ENGINE_CONTEXT) the scheduler gets the serving defaults
-        # (max_num_batched_tokens=2048 on an H100, against LLM's 16384), which measured 0.84x of
-        # raw LLM.score on W1 at 0.6B (benchmarks/RESULTS.md). LLM_CLASS gives LLM's defaults;
+        # (far fewer tokens a step than vllm.LLM's), measurably slower than raw LLM.score
+        # (benchmarks/RESULTS.md). LLM_CLASS gives LLM's defaults;
         # explicit max_num_batched_tokens / max_num_seqs still win.
         try:
             from vllm.usage.usage_lib import UsageContext

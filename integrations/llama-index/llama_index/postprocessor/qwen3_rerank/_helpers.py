@@ -7,7 +7,7 @@ from typing import Any
 
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 
-from qwen3_rerank import RerankResult, RerankStats
+from qwen3_rerank import RerankResult, RerankStats, settings
 
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 """Metadata key of the retriever's score on returned nodes when ``keep_retrieval_score=True``."""
@@ -27,12 +27,7 @@ class _Default:
 DEFAULT: Any = _Default()
 
 
-def check_top_n(top_n: Any) -> int | None:
-    # Some rerank APIs (NVIDIA, vLLM's /rerank) read top_n=0 as "all"; here 0 is refused so that
-    # it cannot silently mean either "nothing" or "everything".
-    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n <= 0):
-        raise ValueError(f"top_n must be a positive int, or None for all nodes; got {top_n!r} (use None for all)")
-    return top_n
+check_top_n = settings.check_top_n  # 0 is refused: it means "all" to some APIs, "none" to others
 
 
 def bundle(query_bundle: QueryBundle | None, query_str: str | None) -> QueryBundle | None:
