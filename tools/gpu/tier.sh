@@ -3,9 +3,11 @@
 # Runs ON the GPU machine (see tools/gpu/README.md for the calls that stage vLLM and the test
 # packages first). Writes junit XML and a JSON summary for each part to $OUT.
 #
+#   bash tools/gpu/tier.sh all     # everything in one pytest run
 #   bash tools/gpu/tier.sh suite   # every test except tests/test_gpu.py (CUDA is visible: engines use it)
 #   bash tools/gpu/tier.sh gpu     # tests/test_gpu.py: bf16 parity at the 0.6B shape, hang, fork, replicas, TP/DP
-#   bash tools/gpu/tier.sh all     # both in one pytest run (over 10 minutes on one call: use the two parts)
+#   bash tools/gpu/tier.sh split   # `suite` as two pytest runs side by side, one per GPU (needs 2 GPUs):
+#                                  # tests/test_vllm_engine.py on GPU 1, the rest on GPU 0 (fits a 10-minute call)
 set -uo pipefail
 part=${1:?usage: tier.sh suite|gpu|all [pytest args...]}; shift
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -22,8 +24,18 @@ export QWEN3_RERANK_GPU_TIER=1   # tests/test_readme.py runs the README's GPU bl
 mkdir -p /tmp/tier-bin && printf '#!/bin/sh\nexec python3 -m qwen3_rerank "$@"\n' > /tmp/tier-bin/qwen3-rerank && chmod +x /tmp/tier-bin/qwen3-rerank
 export PATH=/tmp/tier-bin:$PATH
 cd "$here"
+if [ "$part" = split ]; then
+  CUDA_VISIBLE_DEVICES=1 QWEN3_RERANK_CACHE=/tmp/qwen3-rerank-cache-1 bash "$0" suite-vllm "$@" > "$out/log-suite-vllm.txt" 2>&1 &
+  first=$!
+  CUDA_VISIBLE_DEVICES=0 bash "$0" suite-rest "$@" > "$out/log-suite-rest.txt" 2>&1
+  rc_rest=$?; wait $first; rc_vllm=$?
+  tail -n 25 "$out/log-suite-rest.txt" "$out/log-suite-vllm.txt"
+  exit $(( rc_rest > rc_vllm ? rc_rest : rc_vllm ))
+fi
 case $part in
   suite) sel=(--ignore=tests/test_gpu.py) ;;
+  suite-rest) sel=(--ignore=tests/test_gpu.py --ignore=tests/test_vllm_engine.py) ;;
+  suite-vllm) sel=(tests/test_vllm_engine.py) ;;
   gpu) sel=(tests/test_gpu.py) ;;
   all) sel=() ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
