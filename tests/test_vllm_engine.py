@@ -648,9 +648,8 @@ def test_no_hang_at_max_model_len(tiny_model, transformers_engine):
 def test_seq_cls_checkpoint_parity_and_close_frees_the_engine(tiny_seq_cls_model, tiny_model, transformers_engine):
     psutil = pytest.importorskip("psutil")
     from qwen3_rerank.engines.vllm_engine import VLLMEngine
-    from qwen3_rerank.engines.vllm_engine._registry import registry as _registry
-
     from qwen3_rerank.engines.vllm_engine._adapter import get_adapter
+    from qwen3_rerank.engines.vllm_engine._registry import registry as _registry
 
     # No gpu_memory_utilization on vLLM's CPU build: the CPU default must start. (On a GPU the
     # default is vLLM's 0.92 of the card, which cannot start beside the suite's other engines.)
