@@ -7,6 +7,7 @@ here with langchain_core's public config and callback-manager functions.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,15 +166,8 @@ def texts(docs: list[Document]) -> list[str]:
 
 # -- runs and stats events ------------------------------------------------------------------------
 def event_data(stats: RerankStats, documents: int, returned: int) -> dict[str, Any]:
-    return {
-        "pairs": stats.pairs,
-        "tokens": stats.tokens,
-        "truncated": stats.truncated,
-        "seconds": stats.seconds,
-        "engine": stats.engine,
-        "documents": documents,
-        "returned": returned,
-    }
+    """Every field of the call's RerankStats, plus how many documents came in and went out."""
+    return {**dataclasses.asdict(stats), "documents": documents, "returned": returned}
 
 
 def _has_parent_run(config: RunnableConfig | None) -> bool:

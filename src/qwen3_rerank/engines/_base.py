@@ -12,7 +12,7 @@ from .._exceptions import InvalidScoreError
 from .._types import EncodedPair, EngineOutput
 
 if TYPE_CHECKING:
-    from .._tokenizer import Qwen3Tokenizer
+    from .._tokenizer import Tokenizer
 
 __all__ = ["Engine", "prefix_groups", "validate_output"]
 
@@ -53,7 +53,7 @@ class Engine(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def tokenizer(self) -> Qwen3Tokenizer:
+    def tokenizer(self) -> Tokenizer:
         """The tokenizer that builds this engine's input ids."""
 
     @abc.abstractmethod

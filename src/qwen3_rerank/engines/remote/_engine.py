@@ -21,7 +21,7 @@ from ..._exceptions import (
     RemoteError,
     missing_dependency,
 )
-from ..._tokenizer import Qwen3Tokenizer
+from ..._tokenizer import Qwen3Tokenizer, Tokenizer
 from ..._types import EncodedPair, EngineOutput
 from .._base import Engine
 from . import _protocol as proto
@@ -186,13 +186,15 @@ class RemoteEngine(Engine):
 
     # -- Engine interface ------------------------------------------------------------------------
     @property
-    def tokenizer(self) -> Qwen3Tokenizer:
+    def tokenizer(self) -> Tokenizer:
+        """The local :class:`~qwen3_rerank.Qwen3Tokenizer`, or a :class:`ServerTokenizer` that
+        tokenizes through the server when none can be loaded."""
         if self._tokenizer is None:
             with self._lock:
                 self._check_open()
                 if self._tokenizer is None:
                     self._tokenizer = self._load_tokenizer()
-        tokenizer: Qwen3Tokenizer = self._tokenizer
+        tokenizer: Tokenizer = self._tokenizer
         return tokenizer
 
     @property

@@ -3,6 +3,7 @@ and async paths: the text the model reads, the scored copies, the stats payload.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
@@ -90,11 +91,5 @@ def scored_copy(
 
 
 def stats_payload(stats: RerankStats, documents: int) -> dict[str, Any]:
-    return {
-        "pairs": stats.pairs,
-        "tokens": stats.tokens,
-        "truncated": stats.truncated,
-        "seconds": stats.seconds,
-        "engine": stats.engine,
-        "documents": documents,
-    }
+    """Every field of the call's RerankStats, plus how many nodes came in."""
+    return {**dataclasses.asdict(stats), "documents": documents}
