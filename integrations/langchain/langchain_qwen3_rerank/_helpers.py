@@ -23,8 +23,9 @@ from qwen3_rerank import Ranking, RerankStats, settings
 STATS_EVENT = "qwen3_rerank_stats"
 """Name of the custom callback event that reports what each rerank cost.
 
-Its data is a dict: ``pairs``, ``tokens``, ``truncated``, ``seconds``, ``engine`` (from
-:class:`qwen3_rerank.RerankStats`), ``documents`` (candidates in) and ``returned`` (documents out).
+Its data is a dict: every field of :class:`qwen3_rerank.RerankStats` (``pairs``, ``tokens``,
+``truncated``, ``seconds``, ``engine``, ``query_truncated``, ``instruction_truncated``,
+``duplicates``), ``documents`` (candidates in) and ``returned`` (documents out).
 Handlers receive it in ``on_custom_event``; ``astream_events`` shows it as ``on_custom_event``.
 """
 

@@ -14,8 +14,8 @@ RETRIEVAL_SCORE_KEY = "retrieval_score"
 """Metadata key of the retriever's score on returned nodes when ``keep_retrieval_score=True``."""
 
 STATS_PAYLOAD_KEY = "rerank_stats"
-"""Key of the stats dict (``pairs``, ``tokens``, ``truncated``, ``seconds``, ``engine``) in the
-end payload of the ``CBEventType.RERANKING`` callback event."""
+"""Key of the stats dict (every field of :class:`qwen3_rerank.RerankStats`, plus ``documents``) in
+the end payload of the ``CBEventType.RERANKING`` callback event."""
 
 
 class _Default:
