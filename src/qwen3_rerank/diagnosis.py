@@ -27,8 +27,8 @@ from typing import Any
 from . import prompts
 from ._exceptions import TemplateMismatchError
 from ._reranker import Reranker
+from ._scores import probability
 from .engines import Engine
-from .reference import sigmoid
 
 __all__ = [
     "CHECK_CASES",
@@ -362,11 +362,11 @@ def _diagnose(
     candidates: list[tuple[float, str]] = []
     for key in ("no_template", "double_template"):
         seqs = [hyps[key][n] for n in names]
-        probs = [sigmoid(v) for v in reference.logits(seqs)]
+        probs = [probability(v) for v in reference.logits(seqs)]
         candidates.append((_max_abs(engine_p, probs), key))
     if "injection" in bad:
         injected = list(ref_p)
-        injected[names.index("injection")] = sigmoid(reference.logits([hyps["injection"]["injection"]])[0])
+        injected[names.index("injection")] = probability(reference.logits([hyps["injection"]["injection"]])[0])
         candidates.append((_max_abs(engine_p, injected), "injection"))
     candidates.append((_max_abs(engine_p, [1.0 - p for p in ref_p]), "swapped"))
     best_diff, best = min(candidates)

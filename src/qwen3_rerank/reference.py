@@ -17,16 +17,13 @@ from typing import Any
 from . import prompts
 from ._devices import quiet_transformers
 from ._exceptions import missing_dependency
-from ._scores import probability
 from ._tokenizer import Qwen3Tokenizer
 from ._types import EncodedPair, EngineOutput
 from .engines import Engine
 
-__all__ = ["OfficialFormula", "build_reference", "sigmoid"]
+__all__ = ["OfficialFormula", "build_reference"]
 
 
-sigmoid = probability
-"""P(yes) from the yes-minus-no logit (:func:`qwen3_rerank._scores.probability`)."""
 
 
 class OfficialFormula(Engine):
