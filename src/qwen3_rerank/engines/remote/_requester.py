@@ -315,7 +315,7 @@ class Requester:
                 return stop.value
             value, error = None, None
             if isinstance(action, Sleep):
-                time.sleep(max(0.0, min(action.seconds, self.total_timeout)))
+                time.sleep(action.seconds)  # the plan only sleeps when the deadline leaves room
                 continue
             token = DEADLINE.set(action.deadline)
             try:
@@ -346,7 +346,7 @@ class Requester:
                 return stop.value
             value, error = None, None
             if isinstance(action, Sleep):
-                await asyncio.sleep(action.seconds)
+                await asyncio.sleep(action.seconds)  # the plan only sleeps when the deadline leaves room
                 continue
             try:
                 value = await asyncio.wait_for(
