@@ -6,8 +6,10 @@
 #   bash tools/gpu/tier.sh all     # everything in one pytest run
 #   bash tools/gpu/tier.sh suite   # every test except tests/test_gpu.py (CUDA is visible: engines use it)
 #   bash tools/gpu/tier.sh gpu     # tests/test_gpu.py: bf16 parity at the 0.6B shape, hang, fork, replicas, TP/DP
-#   bash tools/gpu/tier.sh split   # `suite` as two pytest runs side by side, one per GPU (needs 2 GPUs):
-#                                  # tests/test_vllm_engine.py on GPU 1, the rest on GPU 0 (fits a 10-minute call)
+#   bash tools/gpu/tier.sh split   # `suite` as two pytest runs side by side, one per GPU (needs 2 GPUs), to fit
+#                                  # a 10-minute call: part suite-1 (GPU 0) is tests/test_cli.py, tests/test_remote_server.py
+#                                  # and the small files; part suite-2 (GPU 1) is tests/test_vllm_engine.py,
+#                                  # tests/test_readme.py and the two integrations' tests (about equal times on an H200)
 set -uo pipefail
 part=${1:?usage: tier.sh suite|gpu|all [pytest args...]}; shift
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -29,17 +31,18 @@ mkdir -p /tmp/tier-bin && printf '#!/bin/sh\nexec python3 -m qwen3_rerank "$@"\n
 export PATH=/tmp/tier-bin:$PATH
 cd "$here"
 if [ "$part" = split ]; then
-  CUDA_VISIBLE_DEVICES=1 QWEN3_RERANK_CACHE=/tmp/qwen3-rerank-cache-1 bash "$0" suite-vllm "$@" > "$out/log-suite-vllm.txt" 2>&1 &
-  first=$!
-  CUDA_VISIBLE_DEVICES=0 bash "$0" suite-rest "$@" > "$out/log-suite-rest.txt" 2>&1
-  rc_rest=$?; wait $first; rc_vllm=$?
-  tail -n 25 "$out/log-suite-rest.txt" "$out/log-suite-vllm.txt"
-  exit $(( rc_rest > rc_vllm ? rc_rest : rc_vllm ))
+  CUDA_VISIBLE_DEVICES=1 QWEN3_RERANK_CACHE=/tmp/qwen3-rerank-cache-1 bash "$0" suite-2 "$@" > "$out/log-suite-2.txt" 2>&1 &
+  second=$!
+  CUDA_VISIBLE_DEVICES=0 bash "$0" suite-1 "$@" > "$out/log-suite-1.txt" 2>&1
+  rc_1=$?; wait $second; rc_2=$?
+  tail -n 25 "$out/log-suite-1.txt" "$out/log-suite-2.txt"
+  exit $(( rc_1 > rc_2 ? rc_1 : rc_2 ))
 fi
+suite_2=(tests/test_vllm_engine.py tests/test_readme.py integrations/langchain/tests integrations/llama-index/tests)
 case $part in
   suite) sel=(--ignore=tests/test_gpu.py) ;;
-  suite-rest) sel=(--ignore=tests/test_gpu.py --ignore=tests/test_vllm_engine.py) ;;
-  suite-vllm) sel=(tests/test_vllm_engine.py) ;;
+  suite-1) sel=(tests --ignore=tests/test_gpu.py --ignore=tests/test_vllm_engine.py --ignore=tests/test_readme.py) ;;
+  suite-2) sel=("${suite_2[@]}") ;;
   gpu) sel=(tests/test_gpu.py) ;;
   all) sel=() ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
