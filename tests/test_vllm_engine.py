@@ -538,7 +538,8 @@ async def test_ascore_does_not_use_the_sync_path(vllm_engine):
     spy = object.__new__(NoSync)
     spy.__dict__.update(vllm_engine.__dict__)
     got = await Reranker(spy).arerank("q", ["a", "b"])
-    assert [r.score for r in got] == [r.score for r in sync]
+    # Equal up to float rounding: on a GPU the two calls may be batched differently.
+    assert [r.score for r in got] == pytest.approx([r.score for r in sync], abs=1e-6)
 
 
 @pytest.mark.vllm

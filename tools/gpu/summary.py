@@ -42,6 +42,8 @@ def summarise(junit: str, part: str, exit_code: int, seconds: int) -> dict[str, 
     cases = []
     problems = []
     for case in root.iter("testcase"):
+        if not case.get("name"):
+            continue  # the test a SIGINT interrupted (TIER_PART_SECONDS): not a result
         name = f"{case.get('classname', '')}::{case.get('name', '')}"
         cases.append((float(case.get("time", 0)), name))
         for tag in ("failure", "error", "skipped"):
@@ -59,8 +61,9 @@ def summarise(junit: str, part: str, exit_code: int, seconds: int) -> dict[str, 
         "failed": totals["failures"] + totals["errors"],
         "skipped": totals["skipped"],
         "exit_code": exit_code,
+        "interrupted": exit_code == 2,
         "seconds": seconds,
-        "slowest": [{"test": n, "seconds": round(t, 1)} for t, n in cases[:10]],
+        "slowest": [{"test": n, "seconds": round(t, 1)} for t, n in cases[:25]],
         "problems": problems,
     }
 

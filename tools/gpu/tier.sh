@@ -48,7 +48,12 @@ case $part in
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
 start=$(date +%s)
-python3 -m pytest -p no:cacheprovider --junitxml="$out/junit-$part.xml" -q -ra --durations=15 "${sel[@]}" "$@"
+# TIER_PART_SECONDS: stop the part with SIGINT after that long (pytest still writes its junit XML
+# and the summary records what ran), to stay inside a call's time limit; TIER_TEST_TIMEOUT: the
+# per-test limit (pytest-timeout; the suite's own default is 900 s).
+limit=(); [ "${TIER_PART_SECONDS:-0}" -gt 0 ] && limit=(timeout -s INT -k 20 "$TIER_PART_SECONDS")
+"${limit[@]}" python3 -m pytest -p no:cacheprovider --junitxml="$out/junit-$part.xml" -v -ra --durations=40 \
+  --timeout="${TIER_TEST_TIMEOUT:-900}" "${sel[@]}" "$@"
 rc=$?
 python3 tools/gpu/summary.py "$out/junit-$part.xml" --part "$part" --exit-code $rc --seconds $(( $(date +%s) - start )) > "$out/summary-$part.json"
 cat "$out/summary-$part.json"
