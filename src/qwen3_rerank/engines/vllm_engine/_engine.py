@@ -78,7 +78,13 @@ def vllm_options(
     if revision is not None:
         options["revision"] = revision
     if enable_prefix_caching is None and device_type == "npu":
-        # vLLM-Ascend users reported wrong scores from pooling models with prefix caching on.
+        # A score through a cached prefix must equal a fresh one, and on Ascend that was not the
+        # case: vLLM-Ascend ran every pooling model's attention with an operator that ignores the
+        # KV cache, so prefix-cache hits gave wrong Qwen3-Reranker scores (vllm-ascend issue
+        # #7145, advice: --no-enable-prefix-caching). PR #7452 (vLLM-Ascend 0.19.1rc1 on) routes
+        # causal pooling models through the cache-aware attention, but its INT8 KV-cache attention
+        # in 0.23.0 still takes the cache-less path for every pooling model, and no NPU run has
+        # shown parity here: off unless the caller turns it on.
         enable_prefix_caching = False
         logger.info(
             "prefix caching is off by default on Ascend NPU for pooling models; "
