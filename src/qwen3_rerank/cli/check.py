@@ -1,5 +1,6 @@
 """``qwen3-rerank check``: score fixed pairs with the configured engine and with a float32
-reference on the same weights, print PASS or FAIL with the likely cause and fix.
+reference on the same weights, print PASS or FAIL with the likely cause and fix (and, for a remote
+server, what its other clients get: :mod:`qwen3_rerank.diagnosis_clients`).
 
 The diagnosis itself is library code: :mod:`qwen3_rerank.diagnosis` and :mod:`qwen3_rerank.reference`.
 """
@@ -24,7 +25,9 @@ class CheckCommand(CLISubcommand):
     description = (
         "Score a fixed set of pairs (a truncated one and a special-token injection included) with the "
         "configured engine and with the embedded reference (float32) on the same weights; print PASS "
-        "or FAIL with what differed and the likely fix."
+        "or FAIL with what differed and the likely fix. With --engine remote it also reports what other "
+        "clients of the server get: raw query/documents sent to its own /rerank, /v1/rerank and /score, "
+        "compared with the model card (informational: it does not change PASS/FAIL)."
     )
 
     def add_arguments(self, c: argparse.ArgumentParser) -> None:

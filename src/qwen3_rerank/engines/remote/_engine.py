@@ -35,6 +35,7 @@ __all__ = ["RemoteEngine"]
 logger = logging.getLogger("qwen3_rerank.engines.remote")
 
 _ANY_ERROR = frozenset(range(300, 600))
+_SOFT_DIAGNOSTIC = _ANY_ERROR - proto.RETRY_STATUSES  # busy answers are still retried
 
 
 @dataclass
@@ -226,6 +227,17 @@ class RemoteEngine(Engine):
     def resolved_api(self) -> str | None:
         """The protocol in use once known (``"classify"``, ``"score"``, ``"rerank"``)."""
         return None if self._resolved is None else self._resolved[0]
+
+    def request_json(self, method: str, path: str, payload: Any = None) -> tuple[int, Any, str]:
+        """One request through this engine's transport, for diagnostics (``qwen3-rerank check``).
+
+        Replicas, retries, the API key and ``total_timeout`` apply as for scoring. Returns
+        ``(HTTP status, parsed JSON or None, body excerpt)``; an error status (404, 400 …) is
+        returned, not raised. Connection failures and timeouts raise :class:`~qwen3_rerank.RemoteError`.
+        """
+        self._check_open()
+        _url, answer = self._requester.call(method, path, payload, soft=_SOFT_DIAGNOSTIC)
+        return answer.status, answer.json, self._requester.scrub(proto.excerpt(answer.text))
 
     def score(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
         self._check_open()

@@ -1,0 +1,249 @@
+"""What other clients of a vLLM server get (:mod:`qwen3_rerank.diagnosis_clients`), against fakes.
+
+Each fake server answers ``/rerank``, ``/v1/rerank``, ``/score`` and ``/tokenize`` in vLLM 0.32's
+shapes and scores, with the float32 embedded engine on the tiny model, the prompt IT renders: the
+model card's, the bare query and document (no template), or a Jinja template rendered as vLLM
+renders one (tests/data/qwen3_reranker_template.jinja, which renders the same tokens as vLLM's
+example). The expected differences are computed here from the prompts, independently of the
+module under test.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from qwen3_rerank import prompts
+from qwen3_rerank._scores import probability
+from qwen3_rerank.diagnosis import CHECK_CASES, CheckReport, format_check_report, run_check
+from qwen3_rerank.diagnosis_clients import (
+    CLIENT_CASES,
+    ENDPOINTS,
+    ClientsReport,
+    check_other_clients,
+    explain_scores,
+)
+from qwen3_rerank.engines.remote import RemoteEngine
+
+TEMPLATE = Path(__file__).parent / "data" / "qwen3_reranker_template.jinja"
+CASES = [c for c in CHECK_CASES if c.name in CLIENT_CASES]
+Render = Callable[[str, str], str]
+
+
+def jinja(template: str) -> Render:
+    """Render ``template`` as vLLM does (transformers' sandboxed Jinja environment, its flags)."""
+    sandbox = pytest.importorskip("jinja2.sandbox")
+    compiled = sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(template)
+
+    def render(query: str, document: str) -> str:
+        messages = [{"role": "query", "content": query}, {"role": "document", "content": document}]
+        return str(compiled.render(messages=messages))
+
+    return render
+
+
+def card(query: str, document: str) -> str:
+    return prompts.format_pair(query, document)
+
+
+def bare(query: str, document: str) -> str:
+    return query + document
+
+
+class FakeServer:
+    """vLLM 0.32's raw-text endpoints, scoring the prompts ``render`` writes."""
+
+    def __init__(
+        self, reference: Any, render: Render, *, offered: tuple[str, ...] = (*ENDPOINTS, "/tokenize"), chat: bool = True
+    ) -> None:
+        self.reference, self.render, self.offered, self.chat = reference, render, offered, chat
+        self.seen: list[str] = []
+
+    def ids(self, query: str, document: str) -> list[int]:
+        ids: list[int] = self.reference.tokenizer.encode_template(self.render(query, document))
+        return ids
+
+    def scores(self, query: str, documents: list[str]) -> tuple[list[float], int]:
+        seqs = [self.ids(query, d) for d in documents]
+        return [probability(v) for v in self.reference.logits(seqs)], sum(len(s) for s in seqs)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.seen.append(path)
+        if path not in self.offered:
+            return httpx.Response(404, json={"detail": "Not Found"})
+        body = json.loads(request.content)
+        if path == "/tokenize":
+            if not self.chat:  # vLLM without a chat template anywhere
+                return httpx.Response(400, json={"error": {"message": "no chat template", "code": 400}})
+            messages = {m["role"]: m["content"] for m in body["messages"]}
+            tokens = self.ids(messages["query"], messages["document"])
+            return httpx.Response(200, json={"count": len(tokens), "max_model_len": 2048, "tokens": tokens})
+        if path == "/score":
+            scores, used = self.scores(body["text_1"], body["text_2"])
+            data = [{"index": i, "object": "score", "score": s} for i, s in enumerate(scores)]
+            return httpx.Response(200, json={"data": data, "usage": {"prompt_tokens": used, "total_tokens": used}})
+        scores, used = self.scores(body["query"], body["documents"])
+        results = [
+            {"index": i, "document": {"text": body["documents"][i]}, "relevance_score": s}
+            for i, s in sorted(enumerate(scores), key=lambda x: -x[1])  # best first, as vLLM answers
+        ]
+        return httpx.Response(200, json={"results": results, "usage": {"prompt_tokens": used, "total_tokens": used}})
+
+
+@pytest.fixture
+def ask(tiny_model: Path, transformers_engine: Any) -> Iterator[Callable[..., ClientsReport]]:
+    engines: list[RemoteEngine] = []
+
+    def run(server: Any, tolerance: float = 1e-4) -> ClientsReport:
+        engine = RemoteEngine(
+            "http://fake:8000", model=str(tiny_model), transport=httpx.MockTransport(server), max_retries=0
+        )
+        engines.append(engine)
+        report = check_other_clients(engine, transformers_engine, tolerance=tolerance)
+        assert report is not None
+        return report
+
+    yield run
+    for engine in engines:
+        engine.close()
+
+
+def expected_max_diff(reference: Any, render: Render) -> float:
+    """max |P(what the server scores) - P(the model card's prompt)| over the raw cases, from the prompts."""
+    tok = reference.tokenizer
+    served = reference.logits([tok.encode_template(render(c.query, c.document)) for c in CASES])
+    model_card = reference.logits([tok.encode_template(card(c.query, c.document)) for c in CASES])
+    return max(abs(probability(a) - probability(b)) for a, b in zip(served, model_card, strict=True))
+
+
+def test_vllm_example_template_is_named_with_its_tokens(ask, transformers_engine):
+    render = jinja(TEMPLATE.read_text())
+    assert render("q", "d").endswith("</think>\n") and not render("q", "d").endswith("\n\n")  # Jinja drops one
+    expected = expected_max_diff(transformers_engine, render)
+    assert expected > 1e-3  # the two prompts really score differently
+
+    report = ask(FakeServer(transformers_engine, render))
+
+    assert [e.endpoint for e in report.endpoints] == list(ENDPOINTS)
+    for e in report.endpoints:
+        assert e.offered and e.renders_as == "one_newline"
+        assert e.max_diff == pytest.approx(expected, abs=1e-7)
+        assert e.prompt_tokens == e.model_card_tokens  # same count: invisible to usage.prompt_tokens
+    assert report.max_diff == pytest.approx(expected, abs=1e-7)
+    assert f"off by up to {expected:.3g}" in report.verdict
+    tok = report.tokenize
+    assert tok is not None and tok["used"] and tok["matches"] == "one_newline"
+    assert tok["tail"][-1] == 198 and tok["model_card_tail"][-1] == 271
+    assert tok["tail"][:-1] == tok["model_card_tail"][:-1]
+    assert report.cause is not None and "token 198" in report.cause
+    assert "measured with the server's /tokenize" in report.cause
+    assert report.fix is not None and "three newlines" in report.fix and "/classify" in report.fix
+
+
+def test_a_template_ending_with_one_more_newline_matches_the_model_card(ask, transformers_engine):
+    report = ask(FakeServer(transformers_engine, jinja(TEMPLATE.read_text() + "\n")))
+
+    assert {e.renders_as for e in report.endpoints} == {"model_card"}
+    assert report.max_diff is not None and report.max_diff < 1e-6
+    assert "get the model card's scores" in report.verdict
+    assert report.cause is None and report.fix is None
+    assert report.tokenize is not None and report.tokenize["matches"] == "model_card"
+
+
+def test_no_template_scores_the_bare_text(ask, transformers_engine):
+    expected = expected_max_diff(transformers_engine, bare)
+    report = ask(FakeServer(transformers_engine, bare, chat=False))
+
+    for e in report.endpoints:
+        assert e.renders_as == "bare"
+        assert e.max_diff == pytest.approx(expected, abs=1e-7)
+        assert e.prompt_tokens is not None and e.model_card_tokens is not None
+        assert e.prompt_tokens < e.model_card_tokens
+    assert f"off by up to {expected:.3g}" in report.verdict
+    assert report.cause is not None and "without --chat-template" in report.cause
+    assert report.tokenize is not None and report.tokenize["status"] == 400 and not report.tokenize["used"]
+
+
+def test_a_chat_template_that_is_not_the_scoring_prompt_is_not_taken_as_evidence(ask, transformers_engine):
+    # A real checkpoint's tokenizer has a chat template; /tokenize renders with it while /score
+    # (no --chat-template) scores bare text: another token count, so it is not the scoring prompt.
+    server = FakeServer(transformers_engine, bare)
+    chat = jinja(TEMPLATE.read_text())
+    server.ids = lambda q, d: transformers_engine.tokenizer.encode_template(  # type: ignore[method-assign]
+        chat(q, d) if server.seen[-1] == "/tokenize" else bare(q, d)
+    )
+    report = ask(server)
+    assert report.tokenize is not None and report.tokenize["tokens"] != report.tokenize["score_tokens"]
+    assert not report.tokenize["used"]
+    assert report.cause is not None and "measured" not in report.cause and "bare" in report.cause
+
+
+def test_an_unknown_rendering_is_not_explained(ask, transformers_engine):
+    def other(query: str, document: str) -> str:
+        return prompts.format_pair(query, document, "Find documents in French")
+
+    report = ask(FakeServer(transformers_engine, other))
+    assert {e.renders_as for e in report.endpoints} == {None}
+    assert report.max_diff == pytest.approx(expected_max_diff(transformers_engine, other), abs=1e-7)
+    assert report.cause is not None and "none of the known renderings" in report.cause
+
+
+def test_endpoints_a_server_lacks_are_reported_not_fatal(ask, transformers_engine):
+    report = ask(FakeServer(transformers_engine, card, offered=("/score",)))
+    by_path = {e.endpoint: e for e in report.endpoints}
+    for path in ("/rerank", "/v1/rerank"):
+        assert not by_path[path].offered and by_path[path].status == 404 and by_path[path].scores is None
+    assert by_path["/score"].renders_as == "model_card"
+    assert "(raw query and documents to /score)" in report.verdict
+    assert report.tokenize is not None and report.tokenize["status"] == 404
+
+    nothing = ask(FakeServer(transformers_engine, card, offered=()))
+    assert nothing.max_diff is None and "offers none of /rerank, /v1/rerank, /score" in nothing.verdict
+
+
+def test_an_unreachable_server_is_a_note(ask):
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    report = ask(refuse)
+    assert all(not e.offered and e.note and e.note.startswith("no answer") for e in report.endpoints)
+    assert "offers none" in report.verdict
+
+
+def test_an_answer_in_another_shape_is_reported(ask, transformers_engine):
+    def odd(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"scores": [0.5]})
+
+    report = ask(odd)
+    assert all(e.offered and e.scores is None and "not a" in (e.note or "") for e in report.endpoints)
+
+
+def test_explain_scores_needs_a_clear_winner():
+    hyps = {"model_card": [0.50, 0.60], "one_newline": [0.52, 0.61], "bare": [0.40, 0.70]}
+    assert explain_scores([0.52, 0.61], hyps, 1e-4) == "one_newline"
+    assert explain_scores([0.50, 0.60], hyps, 1e-4) == "model_card"
+    assert explain_scores([0.51, 0.605], hyps, 0.03) is None  # halfway: neither is 4x closer
+    assert explain_scores([0.30, 0.90], hyps, 1e-4) is None  # nothing within the tolerance
+    assert explain_scores([0.5], {"a": [0.5], "b": [0.5]}, 1e-4) is None  # indistinguishable
+
+
+def test_only_a_remote_engine_gets_the_section(transformers_engine):
+    report = run_check(transformers_engine, transformers_engine)
+    assert report.clients is None and report.to_dict()["other_clients"] is None
+
+
+def test_the_section_is_in_the_json_and_the_text(ask, transformers_engine):
+    clients = ask(FakeServer(transformers_engine, bare, chat=False))
+    report = CheckReport(passed=True, engine="remote", clients=clients)
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["other_clients"]["verdict"] == clients.verdict
+    assert [e["renders_as"] for e in data["other_clients"]["endpoints"]] == ["bare"] * 3
+    text = format_check_report(report)
+    assert "other clients of this server" in text and clients.verdict in text
+    assert "scores the bare query and document" in text
