@@ -538,7 +538,9 @@ async def test_ascore_does_not_use_the_sync_path(vllm_engine):
     spy = object.__new__(NoSync)
     spy.__dict__.update(vllm_engine.__dict__)
     got = await Reranker(spy).arerank("q", ["a", "b"])
-    assert [r.score for r in got] == [r.score for r in sync]
+    # The second call may read the first one's prefix cache, a differently shaped computation:
+    # the same scores up to float32 rounding (2e-9 apart seen on vLLM 0.23).
+    assert [r.score for r in got] == pytest.approx([r.score for r in sync], abs=1e-6)
 
 
 @pytest.mark.vllm
