@@ -187,6 +187,50 @@ def test_which_vllm_versions_reserve_the_slot():
     assert parse_version("0.26.0+cu130") == (0, 26) and parse_version("dev") is None
 
 
+def test_old_vllm_spellings_and_the_floor():
+    """vLLM 0.10.1-0.11.0 spell the head switch ``activation``; older vLLM is refused, typed."""
+    import dataclasses
+
+    from qwen3_rerank.engines.vllm_engine._adapter import VLLMAdapter
+
+    adapter = VLLMAdapter.__new__(VLLMAdapter)  # the spelling rules only: no vLLM behind it
+    adapter.version = "0.11.0"
+
+    class ActivationParams:  # vLLM 0.10.1 to 0.11.0
+        def __init__(self, *, task, activation):
+            self.task, self.activation = task, activation
+
+    adapter.PoolingParams = ActivationParams
+    params = adapter.pooling_params()
+    assert (params.task, params.activation) == ("classify", False)
+
+    class NoSwitchParams:  # vLLM 0.9: neither task nor a switch for the head's sigmoid
+        def __init__(self, *, dimensions=None):
+            self.dimensions = dimensions
+
+    adapter.version = "0.9.2"
+    adapter.PoolingParams = NoSwitchParams
+    with pytest.raises(ConfigurationError, match=r"raw logit.*vllm>=0\.18"):
+        adapter.pooling_params()
+
+    @dataclasses.dataclass
+    class TaskArgs:  # vLLM 0.10.0 and older: task="score", no runner
+        model: str
+        task: str = "auto"
+
+    adapter.AsyncEngineArgs = TaskArgs
+    with pytest.raises(ConfigurationError, match=r"no pooling runner.*vllm>=0\.18"):
+        adapter.engine_args("m", {})
+
+    @dataclasses.dataclass
+    class RunnerArgs:  # vLLM 0.10.1+
+        model: str
+        runner: str = "auto"
+
+    adapter.AsyncEngineArgs = RunnerArgs
+    assert adapter.engine_args("m", {}).runner == "pooling"
+
+
 def test_start_environment_spawns_after_cuda_and_keeps_fp32_exact():
     from qwen3_rerank.engines.vllm_engine._adapter import start_environment
 
