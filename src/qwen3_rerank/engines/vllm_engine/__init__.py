@@ -67,7 +67,7 @@ Platforms
       it we pick half of the memory currently free (see :func:`._registry.cpu_memory_utilization`).
 
 Every difference between vLLM versions lives in :mod:`._adapter` (tested range:
-``vllm>=0.26,<0.33``).
+``vllm>=0.18,<0.33``).
 
 Layout: :mod:`._adapter` (every difference between vLLM versions and platforms),
 :mod:`._registry` (the shared instances, their private event loop, replica routing),

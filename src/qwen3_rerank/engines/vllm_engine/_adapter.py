@@ -1,7 +1,8 @@
 """The vLLM version adapter: every difference between vLLM versions (and platforms) lives here.
 
 The rest of the engine talks to vLLM only through :class:`VLLMAdapter`, resolved once per process
-by :func:`get_adapter`. Read against the vLLM 0.23, 0.26 (CUDA) and 0.32 (CPU) sources.
+by :func:`get_adapter`. Read against the vLLM 0.9.2, 0.10.1, 0.11, 0.13, 0.18, 0.23, 0.26 (CUDA)
+and 0.32 (CPU) sources.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ __all__ = ["VLLMAdapter", "cuda_initialised", "get_adapter", "parse_version", "s
 
 logger = logging.getLogger(__name__)
 
-_TESTED_VERSIONS = ((0, 23), (0, 33))  # [low, high)
+_TESTED_VERSIONS = ((0, 18), (0, 33))  # [low, high)
 
 # vLLM < 0.32 keeps one context slot free for a sampled token on every *running* request, pooling
-# ones included (v1/core/sched/scheduler.py: 0.23 caps new tokens at ``max_model_len - 1 -
-# num_computed_tokens``, 0.24-0.31 at ``max_model_len - num_computed_tokens -
-# num_sampled_tokens_per_step`` with that 1 for non-diffusion models). A pooling request of exactly
-# max_model_len tokens whose prefill is split over steps (chunked prefill) then never schedules
-# its last token and never finishes. 0.32 sets the slot to 0 for runner_type == "pooling".
+# ones included (v1/core/sched/scheduler.py: 0.11-0.23 cap new tokens at ``max_model_len - 1 -
+# num_computed_tokens`` (0.11-0.18 through ``max_total_tokens - 1``), 0.24-0.31 at
+# ``max_model_len - num_computed_tokens - num_sampled_tokens_per_step`` with that 1 for
+# non-diffusion models). A pooling request of exactly max_model_len tokens whose prefill is split
+# over steps (chunked prefill) then never schedules its last token and never finishes. 0.32 sets
+# the slot to 0 for runner_type == "pooling".
 _POOLING_SLOT_FREED = (0, 32)
 
 
@@ -110,10 +112,12 @@ class VLLMAdapter:
     def engine_args(self, model: str, options: dict[str, Any]) -> Any:
         fields = getattr(self.AsyncEngineArgs, "__dataclass_fields__", {})
         args = dict(options)
-        if "runner" in fields:
-            args.setdefault("runner", "pooling")
-        else:  # pragma: no cover - vLLM < 0.10 named it task="score"
-            args.setdefault("task", "score")
+        if fields and "runner" not in fields:  # vLLM 0.10.0 and older (task="score")
+            raise ConfigurationError(
+                f"vllm {self.version} has no pooling runner (AsyncEngineArgs(runner=...), vLLM 0.10.1+); "
+                "install vllm>=0.18 (vLLM-Ascend 0.18.0 or newer)"
+            )
+        args.setdefault("runner", "pooling")
         unknown = sorted(k for k in args if fields and k not in fields)
         if unknown:
             raise ConfigurationError(
@@ -141,8 +145,17 @@ class VLLMAdapter:
         # The raw head output (logit_yes - logit_no); we apply the sigmoid ourselves.
         try:
             return self.PoolingParams(task="classify", use_activation=False)
-        except TypeError:  # pragma: no cover - older vLLM called it `activation`
+        except TypeError:  # vLLM 0.10.1 to 0.11.0 call it `activation`
+            pass
+        try:
             return self.PoolingParams(task="classify", activation=False)  # type: ignore[call-arg]  # old vLLM API
+        except TypeError:
+            # vLLM 0.9 (read: 0.9.2): no task, no switch for the head's sigmoid, so only P(yes)
+            # comes back, and log-odds recovered from it are not exact where P(yes) rounds to 1.
+            raise ConfigurationError(
+                f"vllm {self.version} cannot return the reranker's raw logit (its PoolingParams has "
+                "no use_activation/activation); install vllm>=0.18 (vLLM-Ascend 0.18.0 or newer)"
+            ) from None
 
     @staticmethod
     def logit(output: Any) -> float:
