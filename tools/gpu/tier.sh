@@ -20,14 +20,6 @@ site=""; [ -d "$HOME/tier-site" ] && site=:$HOME/tier-site
 export PYTHONPATH=$here/src:$here/integrations/langchain:$here/integrations/llama-index:$here:${PYTHONPATH:-}$site
 python3 -c "import vllm, torch; assert torch.cuda.is_available()" 2>/dev/null \
   || { echo "needs vLLM (CUDA build) and a CUDA GPU: on the device machine, source OUTDIR/b/activate.sh first" >&2; exit 3; }
-# Byte-compile the carried packages once (fast when already done): they arrive as sources, and a
-# process that cannot write or reuse compiled files compiles every vLLM module again on import;
-# the suite starts dozens of such processes (servers, engine cores, spawned workers).
-if [ -z "${TIER_NO_COMPILE:-}" ]; then
-  for d in "$HOME/gpu-vllm/site" "$HOME/tier-site"; do
-    [ -d "$d" ] && python3 -m compileall -q -j 0 "$d" > /dev/null 2>&1
-  done
-fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 QWEN3_RERANK_CACHE=${QWEN3_RERANK_CACHE:-/tmp/qwen3-rerank-cache}
 export QWEN3_RERANK_GPU_TIER=1   # tests/test_readme.py runs the README's GPU blocks on a local model
 # LlamaIndex ships the tiktoken file its splitter needs, but only uses it when TIKTOKEN_CACHE_DIR is
