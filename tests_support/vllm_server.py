@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -69,8 +68,11 @@ def pooling_flags(version: str | None = None) -> list[str]:
                 break
     if not version:
         return ["--runner", "pooling"]
-    parts = [int(x) for x in re.findall(r"\d+", (version or "").split("+")[0])[:3]]
-    return ["--runner", "pooling"] if parts >= [0, 10, 1] else ["--task", "score"]
+    # The library's own rule (what `qwen3-rerank info` prints), so every test server proves it.
+    from qwen3_rerank._serve import serve_command
+
+    argv = serve_command("MODEL", vllm_version=version)
+    return argv[3 : argv.index("--hf-overrides")]
 
 
 def free_port() -> int:
