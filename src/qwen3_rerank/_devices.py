@@ -46,9 +46,7 @@ def prepare_device(device: str) -> None:
     try:
         import torch_npu  # noqa: F401  (registers torch.npu and the "npu" device type)
     except ImportError as exc:
-        err = MissingDependencyError(f"device={device!r}: {_TORCH_NPU_HINT}")
-        err.__cause__ = exc
-        raise err from exc
+        raise MissingDependencyError(f"device={device!r}: {_TORCH_NPU_HINT}") from exc
     count = int(torch.npu.device_count()) if torch.npu.is_available() else 0  # type: ignore[attr-defined]  # added by torch_npu
     if count == 0:
         raise ConfigurationError(
