@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +27,7 @@ from . import prompts
 from ._exceptions import TemplateMismatchError
 from ._reranker import Reranker
 from ._scores import probability
-from .diagnosis_clients import ClientsReport, check_other_clients, format_clients
+from .diagnosis_clients import ClientsReport, _max_abs, check_other_clients, format_clients
 from .engines import Engine
 
 __all__ = [
@@ -230,10 +229,6 @@ FIXES = {
         "rerun with --dtype float32 to confirm exact parity, or accept the precision with --tolerance {suggest}",
     ),
 }
-
-
-def _max_abs(a: Sequence[float], b: Sequence[float]) -> float:
-    return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
 
 
 def run_check(
