@@ -144,9 +144,21 @@ def _settle_transformers() -> None:
     assert not is_torch_npu_available(), "a real torch_npu is installed: these fakes would not be used"
 
 
+def hide_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``torch.cuda.is_available()`` answer False (an Ascend or CPU-only host) until undo."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 def install_torch_npu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, names: list[str] | None = None) -> FakeTorchNPU:
-    """Make ``import torch_npu`` load the fake; ``names``: the NPUs it sees (none: ``[]``)."""
+    """Make ``import torch_npu`` load the fake; ``names``: the NPUs it sees (none: ``[]``).
+
+    The process then looks like one on an Ascend host, which has no CUDA: on a CUDA machine (the
+    GPU test tier) ``torch.cuda.is_available()`` answers False meanwhile.
+    """
     _settle_transformers()
+    hide_cuda(monkeypatch)
     fake = FakeTorchNPU(monkeypatch, ["Ascend910B3"] if names is None else names)
     _remove_on_undo(monkeypatch, "torch_npu")
     monkeypatch.setattr(sys, "meta_path", [fake, *sys.meta_path])

@@ -17,6 +17,7 @@ from tests.fake_ascend import (
     TORCH_NPU_VERSION,
     VLLM_ASCEND_VERSION,
     VLLM_VERSION,
+    hide_cuda,
     install_torch_npu,
     install_vllm_ascend,
 )
@@ -68,7 +69,7 @@ def test_auto_device_picks_the_npu_after_importing_torch_npu(npu):
     from qwen3_rerank._devices import auto_device, auto_dtype, npu_available
 
     assert npu_available() is True and npu.imports == 1
-    assert auto_device() == "npu"  # CPU torch: no CUDA, so the NPU is next
+    assert auto_device() == "npu"  # an Ascend host has no CUDA, so the NPU is next
     assert str(auto_dtype("npu")) == "torch.bfloat16"
 
 
@@ -79,6 +80,7 @@ def test_auto_device_falls_back_to_the_cpu(monkeypatch, tmp_path):
     assert npu_available() is False and auto_device() == "cpu"
     monkeypatch.undo()
     _block_torch_npu(monkeypatch)
+    hide_cuda(monkeypatch)  # a CPU-only host, also on the GPU test tier's machine
     assert npu_available() is False and auto_device() == "cpu"
 
 

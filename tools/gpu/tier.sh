@@ -26,9 +26,10 @@ export QWEN3_RERANK_GPU_TIER=1   # tests/test_readme.py runs the README's GPU bl
 # unset; the device machine's image sets it elsewhere, and nothing can be downloaded there.
 tk=$(python3 -c "import os, llama_index.core as c; print(os.path.join(os.path.dirname(c.__file__), '_static', 'tiktoken_cache'))" 2>/dev/null)
 [ -n "$tk" ] && [ -d "$tk" ] && export TIKTOKEN_CACHE_DIR=$tk
-# The package is not pip-installed there: a console script that runs the checkout's CLI.
-mkdir -p /tmp/tier-bin && printf '#!/bin/sh\nexec python3 -m qwen3_rerank "$@"\n' > /tmp/tier-bin/qwen3-rerank && chmod +x /tmp/tier-bin/qwen3-rerank
-export PATH=/tmp/tier-bin:$PATH
+# The project's wheels are installed there with `pip install --target $HOME/tier-site`, which puts
+# the real `qwen3-rerank` console script (it imports the checkout's code, first on PYTHONPATH) in
+# $HOME/tier-site/bin.
+[ -d "$HOME/tier-site/bin" ] && export PATH=$HOME/tier-site/bin:$PATH
 cd "$here"
 if [ "$part" = split ]; then
   CUDA_VISIBLE_DEVICES=1 QWEN3_RERANK_CACHE=/tmp/qwen3-rerank-cache-1 bash "$0" suite-2 "$@" > "$out/log-suite-2.txt" 2>&1 &
