@@ -13,6 +13,8 @@
 #
 # Output, sent in separate calls on one warm machine (the next within ~30 s of the last):
 #   OUTDIR/a  wheels vLLM needs + one kernel library      run: bash OUTDIR/a/stage.sh
+#   OUTDIR/c  vLLM 0.23-0.25 only: their second kernel    run: bash OUTDIR/c/stage.sh  (after a)
+#             library (0.26 has one)
 #   OUTDIR/t  the test suite's packages missing there     run: bash OUTDIR/t/stage.sh
 #   OUTDIR/b  a slimmed vLLM                              run: source OUTDIR/b/activate.sh && ...
 set -euo pipefail
@@ -20,6 +22,7 @@ out=${1:?usage: prepare.sh OUTDIR [VLLM_VERSION]}
 V=${2:-0.26.0}
 work=$(mktemp -d)
 P="--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_34_x86_64 --platform manylinux_2_31_x86_64 --platform any"
+rm -rf "$out/a" "$out/b" "$out/c" "$out/t"   # a fresh set: a part left from another version would be staged too
 mkdir -p "$out/a/wheels" "$out/b" "$work/w"
 out=$(cd "$out" && pwd)   # absolute from here on: the slimming step runs in another folder
 pip download -q --no-deps $P -d "$work/w" vllm==$V
@@ -35,12 +38,24 @@ pip download -q --no-deps $P -d "$out/a/wheels" compressed-tensors==0.17.0 "xgra
   prometheus_client-* pyyaml-* requests-* tqdm-* typing_extensions-* urllib3-* )
 # Slim vLLM: drop kernels a dense Qwen3 model on Hopper never loads (FA2 for pre-Hopper, MoE, FlashMLA, DeepGEMM, Blackwell FMHA, the Rust router).
 mkdir -p "$work/x" && (cd "$work/x" && unzip -q "$work"/w/vllm-$V-*.whl)
-( cd "$work/x" && rm -f vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so vllm/vllm-rs vllm/_moe_C_stable_libtorch.abi3.so \
+( cd "$work/x" && rm -f vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so vllm/vllm-rs vllm/_moe_C_stable_libtorch.abi3.so vllm/_moe_C.abi3.so \
     vllm/_qutlass_C.abi3.so vllm/_flashmla_C.abi3.so vllm/_flashmla_extension_C.abi3.so vllm/_rust_tool_parser.abi3.so \
   && rm -rf vllm/third_party/fmha_sm100 vllm/third_party/deep_gemm vllm/entrypoints/serve/instrumentator/static \
   && xz -T2 -9 -c vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so > "$out/a/fa3.so.xz" \
-  && rm vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so \
-  && tar cf - vllm vllm-$V.dist-info | xz -T2 -9 > "$out/b/vllm.tar.xz" )
+  && rm vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so )
+# vLLM 0.23-0.25 ship two kernel libraries, _C (36 MB compressed) and _C_stable_libtorch (50 MB;
+# 0.26 has only the latter): together over one call's 64 MiB, so _C travels in a part of its own.
+if [ -f "$work/x/vllm/_C.abi3.so" ] && [ -f "$work/x/vllm/_C_stable_libtorch.abi3.so" ]; then
+  mkdir -p "$out/c"
+  xz -T2 -9 -c "$work/x/vllm/_C.abi3.so" > "$out/c/C.so.xz" && rm "$work/x/vllm/_C.abi3.so"
+  cat > "$out/c/stage.sh" <<'S'
+#!/usr/bin/env bash
+# step 1b on the GPU machine (after part a): vLLM's second kernel library, next to part a
+set -e; here=$(cd "$(dirname "$0")" && pwd); cp "$here/C.so.xz" $HOME/gpu-vllm/; echo staged c
+S
+  chmod +x "$out/c/stage.sh"
+fi
+( cd "$work/x" && tar cf - vllm vllm-$V.dist-info | xz -T2 -9 > "$out/b/vllm.tar.xz" )
 cat > "$out/a/stage.sh" <<'S'
 #!/usr/bin/env bash
 # step 1 on the GPU machine: keep part a outside the checkout (the next step's files may replace it)
@@ -50,9 +65,11 @@ cat > "$out/b/activate.sh" <<'S'
 # step 2 on the GPU machine: `source` me. Assembles vLLM under $HOME/gpu-vllm/site and exports PYTHONPATH.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 if [ ! -d $HOME/gpu-vllm ]; then echo "part a is not staged: the machine was replaced; run step 1 again" >&2; return 3; fi
+if [ -f "$here/needs-c" ] && [ ! -f $HOME/gpu-vllm/C.so.xz ]; then echo "part c is not staged: run OUTDIR/c/stage.sh after part a" >&2; return 3; fi
 if [ ! -d $HOME/gpu-vllm/site/vllm ]; then
   mkdir -p $HOME/gpu-vllm/site && tar xJf "$here/vllm.tar.xz" -C $HOME/gpu-vllm/site \
   && xz -dc $HOME/gpu-vllm/fa3.so.xz > $HOME/gpu-vllm/site/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so \
+  && { [ ! -f $HOME/gpu-vllm/C.so.xz ] || xz -dc $HOME/gpu-vllm/C.so.xz > $HOME/gpu-vllm/site/vllm/_C.abi3.so; } \
   && python3 -m pip install -q --no-index --no-deps --no-compile --target $HOME/gpu-vllm/site $HOME/gpu-vllm/wheels/*.whl
 fi
 export PYTHONPATH=$HOME/gpu-vllm/site${PYTHONPATH:+:$PYTHONPATH}
@@ -60,6 +77,7 @@ export VLLM_USE_FLASHINFER_SAMPLER=0   # FlashInfer is not carried
 python3 -c "import vllm; print('vllm', vllm.__version__)"
 S
 chmod +x "$out/a/stage.sh"
+[ -d "$out/c" ] && touch "$out/b/needs-c"
 # The test suite's own packages that the GPU machine lacks (it has pytest, pytest-timeout, httpx,
 # transformers, tokenizers, tiktoken, numpy ...): the real Qwen3 tokenizer's vocabulary, async
 # tests, and the LangChain / LlamaIndex integrations' frameworks.
@@ -83,4 +101,4 @@ set -e; here=$(cd "$(dirname "$0")" && pwd); rm -rf $HOME/tier-site
 python3 -m pip install -q --no-index --no-deps --no-compile --target $HOME/tier-site "$here"/wheels/*.whl; echo staged tests
 S
 rm -rf "$work"
-du -sh "$out/a" "$out/t" "$out/b"
+du -sh "$out"/*

@@ -6,12 +6,15 @@
 #   bash tools/gpu/tier.sh all     # everything in one pytest run
 #   bash tools/gpu/tier.sh suite   # every test except tests/test_gpu.py (CUDA is visible: engines use it)
 #   bash tools/gpu/tier.sh gpu     # tests/test_gpu.py: bf16 parity at the 0.6B shape, hang, fork, replicas, TP/DP
-#   bash tools/gpu/tier.sh split   # `suite` as two pytest runs side by side, one per GPU (needs 2 GPUs), to fit
-#                                  # a 10-minute call: part suite-1 (GPU 0) is tests/test_cli.py, tests/test_remote_server.py
-#                                  # and the small files; part suite-2 (GPU 1) is tests/test_vllm_engine.py,
-#                                  # tests/test_readme.py and the two integrations' tests (about equal times on an H200)
+#   bash tools/gpu/tier.sh pair-1  # on two GPUs, side by side: part suite-a (GPU 0) and suite-b (GPU 1)
+#   bash tools/gpu/tier.sh pair-2  # part suite-c (GPU 0) and suite-d (GPU 1)
+#
+# `suite` as four parts, so that each pair fits a 10-minute call of the device tool (each pair took
+# 276-289 s on 2 x H200 with vLLM 0.26; tools/gpu/RESULTS.md):
+#   suite-a  tests/test_cli.py and the small files      suite-b  tests/test_remote_server.py, tests/test_remote_edges.py
+#   suite-c  tests/test_vllm_engine.py                  suite-d  tests/test_readme.py and the integrations' tests
 set -uo pipefail
-part=${1:?usage: tier.sh suite|gpu|all [pytest args...]}; shift
+part=${1:?usage: tier.sh all|suite|gpu|pair-1|pair-2|suite-a..suite-d [pytest args...]}; shift
 here=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-$here/.gpu-tier-out}; mkdir -p "$out"
 # On the device machine the test packages are staged into $HOME/tier-site (OUTDIR/t/stage.sh);
@@ -31,22 +34,27 @@ tk=$(python3 -c "import os, llama_index.core as c; print(os.path.join(os.path.di
 # $HOME/tier-site/bin.
 [ -d "$HOME/tier-site/bin" ] && export PATH=$HOME/tier-site/bin:$PATH
 cd "$here"
-if [ "$part" = split ]; then
-  CUDA_VISIBLE_DEVICES=1 QWEN3_RERANK_CACHE=/tmp/qwen3-rerank-cache-1 bash "$0" suite-2 "$@" > "$out/log-suite-2.txt" 2>&1 &
-  second=$!
-  CUDA_VISIBLE_DEVICES=0 bash "$0" suite-1 "$@" > "$out/log-suite-1.txt" 2>&1
-  rc_1=$?; wait $second; rc_2=$?
-  tail -n 25 "$out/log-suite-1.txt" "$out/log-suite-2.txt"
+if [ "$part" = pair-1 ] || [ "$part" = pair-2 ]; then
+  [ "$part" = pair-1 ] && { first=suite-a; second=suite-b; } || { first=suite-c; second=suite-d; }
+  export TIER_PART_SECONDS=${TIER_PART_SECONDS:-540}
+  CUDA_VISIBLE_DEVICES=1 QWEN3_RERANK_CACHE=$QWEN3_RERANK_CACHE-1 bash "$0" $second "$@" > "$out/log-$second.txt" 2>&1 &
+  pid=$!
+  CUDA_VISIBLE_DEVICES=0 bash "$0" $first "$@" > "$out/log-$first.txt" 2>&1
+  rc_1=$?; wait $pid; rc_2=$?
+  tail -n 3 "$out/log-$first.txt" "$out/log-$second.txt"
   exit $(( rc_1 > rc_2 ? rc_1 : rc_2 ))
 fi
-suite_2=(tests/test_vllm_engine.py tests/test_readme.py integrations/langchain/tests integrations/llama-index/tests)
+own=(--ignore=tests/test_gpu.py --ignore=tests/test_remote_server.py --ignore=tests/test_remote_edges.py
+     --ignore=tests/test_vllm_engine.py --ignore=tests/test_readme.py)
 case $part in
   suite) sel=(--ignore=tests/test_gpu.py) ;;
-  suite-1) sel=(tests --ignore=tests/test_gpu.py --ignore=tests/test_vllm_engine.py --ignore=tests/test_readme.py) ;;
-  suite-2) sel=("${suite_2[@]}") ;;
+  suite-a) sel=(tests "${own[@]}") ;;
+  suite-b) sel=(tests/test_remote_server.py tests/test_remote_edges.py) ;;
+  suite-c) sel=(tests/test_vllm_engine.py) ;;
+  suite-d) sel=(tests/test_readme.py integrations/langchain/tests integrations/llama-index/tests) ;;
   gpu) sel=(tests/test_gpu.py) ;;
   all) sel=() ;;
-  *) echo "unknown part $part" >&2; exit 2 ;;
+  *) echo "unknown part $part (all, suite, gpu, pair-1, pair-2, suite-a ... suite-d)" >&2; exit 2 ;;
 esac
 start=$(date +%s)
 # TIER_PART_SECONDS: stop the part with SIGINT after that long (pytest still writes its junit XML
