@@ -125,9 +125,9 @@ class AsyncRecording(httpx.AsyncHTTPTransport):
 # -- parity ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("api", ["classify", "score", "rerank", "auto"])
 def test_parity_with_embedded_engine_and_reference(
-    vllm_server: Any, tiny_model: Path, local: Reranker, api: str
+    vllm_server: Any, tiny_model: Path, local: Reranker, api: str, new_engine: Any
 ) -> None:
-    engine = RemoteEngine(vllm_server.base_url, model=str(tiny_model), api=api)
+    engine = new_engine(vllm_server.base_url, model=str(tiny_model), api=api)
     remote = Reranker(engine, max_length=512)
     got = remote.rerank(QUERY, DOCS)
     want = local.rerank(QUERY, DOCS)
@@ -140,7 +140,6 @@ def test_parity_with_embedded_engine_and_reference(
     # usage reported by the server equals the tokens the core built (the guard's comparison)
     out = engine.score(remote.plan([QUERY], [DOCS]).pairs)
     assert out.prompt_tokens == sum(len(p.input_ids) for p in pairs)
-    engine.close()
 
 
 def test_rerank_many_and_truncation_through_the_server(

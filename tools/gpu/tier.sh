@@ -10,7 +10,7 @@
 #   bash tools/gpu/tier.sh pair-2  # part suite-c (GPU 0) and suite-d (GPU 1)
 #
 # `suite` as four parts, so that each pair fits a 10-minute call of the device tool (each pair took
-# 276-289 s on 2 x H200 with vLLM 0.26; tools/gpu/RESULTS.md):
+# 276-307 s on 2 x H200 with vLLM 0.26 and 0.23; tools/gpu/RESULTS.md):
 #   suite-a  tests/test_cli.py and the small files      suite-b  tests/test_remote_server.py, tests/test_remote_edges.py
 #   suite-c  tests/test_vllm_engine.py                  suite-d  tests/test_readme.py and the integrations' tests
 set -uo pipefail
