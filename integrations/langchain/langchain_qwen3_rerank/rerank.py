@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.callbacks import Callbacks
+from langchain_core.cross_encoders import BaseCrossEncoder
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.runnables import RunnableConfig, RunnableLambda, RunnableSerializable
 from langchain_core.utils import secret_from_env
@@ -25,14 +26,15 @@ __all__ = ["Qwen3Rerank", "RerankInput", "STATS_EVENT"]
 _BATCH: contextvars.ContextVar[dict[Any, Any] | None] = contextvars.ContextVar("qwen3_rerank_batch", default=None)
 
 
-class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list[Document]]):
+class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list[Document]], BaseCrossEncoder):
     """Rerank documents with a Qwen3-Reranker model (any qwen3-rerank engine).
 
     A :class:`~langchain_core.documents.BaseDocumentCompressor` (use it in a
     ``ContextualCompressionRetriever``) and a Runnable taking ``{"query", "documents"}`` plus
     optional ``"top_n"`` / ``"instruction"`` (use it in LCEL; ``.batch()`` / ``.abatch()`` of many
     queries score every pair in one engine call). :meth:`rerank` returns Cohere-style
-    ``[{"index", "relevance_score"}]``.
+    ``[{"index", "relevance_score"}]``. It is also a ``BaseCrossEncoder``: ``CrossEncoderReranker(
+    model=Qwen3Rerank(...))`` users swap only the model (:meth:`score`, one engine call for all pairs).
 
     Returned documents are copies carrying ``metadata["relevance_score"]`` (P("yes") in [0, 1]),
     ``"rerank_logit"`` (its exact log-odds), ``"rerank_truncated"`` and, with
@@ -150,6 +152,11 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
         chosen = self.top_n if top_n is USE_DEFAULT else settings.check_top_n(top_n)
         instruction = instruction or self.instruction
         return {"top_n": chosen, "instruction": instruction, "score_threshold": self.score_threshold}
+
+    def score(self, text_pairs: list[tuple[str, str]]) -> list[float]:
+        """P("yes") of each ``(query, document)`` pair, in input order, in one engine call
+        (``BaseCrossEncoder``; ``Reranker.score_pairs``)."""
+        return self.client.score_pairs(list(text_pairs), instruction=self.instruction)
 
     # -- Cohere-style ranking and the compressor ----------------------------------------------
     def rerank(

@@ -550,3 +550,13 @@ def integration() -> Integration:
         reranker_of=lambda obj: obj.client,
         built=lambda obj: obj._slot.current,
     )
+
+
+def test_cross_encoder_reranker_users_swap_only_the_model(fake_reranker: Reranker, fake_engine: Any) -> None:
+    # Issue 25 item 26: CrossEncoderReranker(model=HuggingFaceCrossEncoder(...)) -> model=Qwen3Rerank(...).
+    from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
+
+    model = Qwen3Rerank(reranker=fake_reranker)
+    out = CrossEncoderReranker(model=model, top_n=2).compress_documents(_docs(), "q")
+    assert [d.id for d in out] == ["d1", "d3"] and fake_engine.calls == ["score"]
+    assert model.score([("q", "a [score=0.3]"), ("p", "b [score=0.7]")]) == pytest.approx([0.3, 0.7])

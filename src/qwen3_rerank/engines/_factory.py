@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._config import DEFAULT_MODEL, ENV_BASE_URL, ENV_MODEL, resolve_api_key, resolve_base_urls, resolve_model
 from .._exceptions import ConfigurationError
+from ._catalog import ENGINES, engine_class
 
 if TYPE_CHECKING:
     from ._base import Engine
@@ -126,8 +127,6 @@ def check_options(engine: str, options: Mapping[str, Any], *, also: Iterable[str
             listing them all), ``model``/``base_url``/``api_key`` passed as an option, or a value
             the engine does not accept (naming the valid ones).
     """
-    from . import engine_class
-
     cls = engine_class(engine)  # imports only that engine's module: no torch/vllm/httpx
     named, forwards = _signature(cls)
     valid = sorted(set(named) | set(also))
@@ -200,8 +199,6 @@ def engine_options(
             ``base_url``/``api_key`` for an engine without a server, or ``no such directory`` for
             a model path that does not exist.
     """
-    from . import engine_class
-
     check_options(engine, options)
     cls = engine_class(engine)
     kwargs = dict(options)
@@ -223,8 +220,6 @@ def engine_options(
         if key is not None:
             kwargs["api_key"] = key
     else:
-        from . import ENGINES
-
         servers = " or ".join(n for n in ENGINES if engine_class(n).uses_server)
         for name, value in (("base_url", base_url), ("api_key", api_key)):
             if value:
@@ -246,8 +241,6 @@ def create_engine(
         >>> from qwen3_rerank.engines import create_engine
         >>> engine = create_engine("transformers", dtype="float32")  # doctest: +SKIP
     """
-    from . import engine_class
-
     kwargs = engine_options(engine, model=model, base_url=base_url, api_key=api_key, **options)
     try:
         return engine_class(engine)(**kwargs)
