@@ -156,15 +156,20 @@ class Qwen3Ranker:
                 f"api_key must be a haystack Secret (Secret.from_env_var(...) or Secret.from_token(...)), "
                 f"got {type(api_key).__name__}"
             )
+        # The default (or an equal one, as from_dict makes) is no choice; any other key is one.
+        own_key = api_key is not None and api_key != _ENV_KEY
         if reranker is not None:
             if not isinstance(reranker, Reranker):
                 raise TypeError(f"reranker must be a qwen3_rerank.Reranker, got {type(reranker).__name__}")
             given = [n for n in ("model", "base_url", "engine_options") if getattr(self, n)]
+            given += ["api_key"] if own_key else []
             if given or engine != "transformers":
                 raise ValueError(
                     f"pass either reranker= or engine settings, not both (got reranker and "
                     f"{given or ['engine']}); configure the engine when you build the Reranker"
                 )
+        elif own_key and engine != "remote":
+            raise ValueError(f"api_key is used by the remote engine only, not by {engine!r}; set engine='remote'")
         else:
             # Unknown options, a base URL without http(s)://, a model path that does not exist:
             # refused now, not when the pipeline first runs. Nothing loads, nothing is contacted.

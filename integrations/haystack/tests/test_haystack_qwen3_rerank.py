@@ -106,6 +106,14 @@ def test_settings_are_checked_when_created(_no_env: None, fake_reranker: Reranke
         Qwen3Ranker(reranker=fake_reranker, model="x")
     with pytest.raises(ValueError, match="either reranker= or engine settings"):
         Qwen3Ranker(reranker=fake_reranker, engine="remote")
+    with pytest.raises(
+        ValueError, match=r"either reranker= or engine settings, not both \(got reranker and \['api_key'\]"
+    ):
+        Qwen3Ranker(reranker=fake_reranker, api_key=Secret.from_token("sk-tok"))
+    with pytest.raises(ValueError, match="api_key is used by the remote engine only, not by 'transformers'"):
+        Qwen3Ranker(api_key=Secret.from_env_var("OTHER_KEY"))
+    Qwen3Ranker(api_key=Secret.from_env_var(ENV_API_KEY, strict=False))  # the default, built anew: no choice
+    Qwen3Ranker.from_dict(Qwen3Ranker().to_dict())
     with pytest.raises(TypeError, match="must be a qwen3_rerank.Reranker"):
         Qwen3Ranker(reranker="transformers")  # type: ignore[arg-type]
     # Nothing loads: the checks read the engines' signatures.
