@@ -6,7 +6,7 @@
   share code only through ``engines/_base.py`` and the core (``qwen3_rerank._checkpoint``, ...).
 - The integrations use only the public API: ``qwen3_rerank``, ``qwen3_rerank.settings`` and
   ``qwen3_rerank.engines``, and only the names in their ``__all__``.
-- No module of the three packages is longer than 500 lines.
+- No module of the four packages is longer than 500 lines.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
-# Package root (what sys.path holds) and the package's directory, for the three packages.
+# Package root (what sys.path holds) and the package's directory, for the four packages.
 PACKAGES = {
     "qwen3_rerank": SRC,
     "langchain_qwen3_rerank": ROOT / "integrations" / "langchain",
     "llama_index.postprocessor.qwen3_rerank": ROOT / "integrations" / "llama-index",
+    "haystack_qwen3_rerank": ROOT / "integrations" / "haystack",
 }
-INTEGRATIONS = ("langchain_qwen3_rerank", "llama_index.postprocessor.qwen3_rerank")
+INTEGRATIONS = ("langchain_qwen3_rerank", "llama_index.postprocessor.qwen3_rerank", "haystack_qwen3_rerank")
 
 HEAVY = ("torch", "torch_npu", "transformers", "vllm", "httpx", "httpcore")
 NOT_CORE = ("qwen3_rerank.testing", "qwen3_rerank.reference", "qwen3_rerank.cli")
