@@ -12,6 +12,7 @@ import asyncio
 import gc
 import json
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -34,9 +35,14 @@ from qwen3_rerank import (
     Reranker,
 )
 from qwen3_rerank.engines.remote import MAX_RETRY_AFTER, RemoteEngine, parse_retry_after, redact_url
-from qwen3_rerank.engines.remote._protocol import parse_response
+from qwen3_rerank.engines.remote._apis import parse_response as _parse
+from qwen3_rerank.engines.remote._apis import shape_of
 from qwen3_rerank.engines.remote._transport import join_url
 from tests.test_remote_unit import DOCS, FakeVLLM, by_index, engine_for, expected, resolved
+
+
+def parse_response(api: str, *args: Any) -> Any:
+    return _parse(shape_of(api), *args)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +119,7 @@ def dripping(request: pytest.FixtureRequest) -> Iterator[Dripping]:
 
 def test_a_dripping_server_cannot_outlast_total_timeout(tok: Qwen3Tokenizer, dripping: Dripping) -> None:
     engine = RemoteEngine(dripping.url, tokenizer=tok, api="classify", max_model_len=512, total_timeout=1.5)
-    engine._resolved = ("classify", "/classify")
+    engine._resolved = (shape_of("classify"), "/classify")
     start = time.monotonic()
     with pytest.raises(RemoteTimeoutError):
         engine.score(pairs_for(tok, ["a"]))
@@ -138,7 +144,7 @@ def test_ctrl_c_during_a_sync_call_in_several_requests_returns_at_once(tok: Qwen
     server = Dripping("body")
     engine = RemoteEngine(server.url, tokenizer=tok, api="classify", max_model_len=512, total_timeout=30,
                           max_batch_size=1, max_concurrency=4)  # fmt: skip
-    engine._resolved = ("classify", "/classify")
+    engine._resolved = (shape_of("classify"), "/classify")
     timer = threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGINT))  # a real Ctrl-C
     try:
         timer.start()
@@ -174,7 +180,7 @@ def test_a_slow_body_through_any_transport_is_cut_at_the_deadline(tok: Qwen3Toke
     engine = RemoteEngine(
         "http://a", tokenizer=tok, api="classify", max_model_len=512, total_timeout=1.0, transport=transport
     )
-    engine._resolved = ("classify", "/classify")
+    engine._resolved = (shape_of("classify"), "/classify")
     start = time.monotonic()
     with pytest.raises(RemoteTimeoutError, match="whole answer"):
         engine.score(pairs_for(tok, ["a"]))
@@ -259,17 +265,29 @@ def test_tls_certificate_failures_are_not_retried(tok: Qwen3Tokenizer) -> None:
     engine = RemoteEngine(
         "https://a", tokenizer=tok, api="classify", max_model_len=512, transport=httpx.MockTransport(refuse)
     )
-    engine._resolved = ("classify", "/classify")
+    engine._resolved = (shape_of("classify"), "/classify")
     with pytest.raises(RemoteError, match="TLS certificate"):
         engine.score(pairs_for(tok, ["a"]))
     assert len(server.requests) == 1
 
 
-# -- 4. Retry-After is capped --------------------------------------------------------------------
+# -- 4. Retry-After is capped: a value above the cap is treated as absent (issue 25.22) ----------
 def test_retry_after_is_capped() -> None:
-    assert parse_retry_after("100000") == MAX_RETRY_AFTER == 30.0
-    assert parse_retry_after("Wed, 21 Oct 2099 07:28:10 GMT") == MAX_RETRY_AFTER
+    assert MAX_RETRY_AFTER == 30.0 and parse_retry_after("30") == 30.0
+    assert parse_retry_after("100000") is None and parse_retry_after("1000000000") is None
+    assert parse_retry_after("Wed, 21 Oct 2099 07:28:10 GMT") is None
     assert parse_retry_after("nan") is None and parse_retry_after("-5") == 0.0
+
+
+def test_an_unreasonable_retry_after_gets_the_normal_backoff(tok: Qwen3Tokenizer) -> None:
+    # A proxy answering `Retry-After: 1000000000` used to end the call at once (RemoteTimeoutError);
+    # like openai-python, such a value is ignored and the retry, after the normal backoff, succeeds.
+    server = FakeVLLM(tok)
+    server.script = [httpx.Response(503, headers={"Retry-After": "1000000000"}, text="busy")]
+    start = time.monotonic()
+    engine = resolved(server, tok, backoff=0.05, total_timeout=5.0)
+    assert len(engine.score(pairs_for(tok, ["a"])).logits) == 1
+    assert time.monotonic() - start < 1.0 and len(server.requests) == 2
 
 
 def test_a_busy_replica_comes_back(tok: Qwen3Tokenizer) -> None:
@@ -370,9 +388,12 @@ def test_asyncio_run_per_call_leaves_no_client_open(tok: Qwen3Tokenizer) -> None
     gc.collect()  # what earlier tests left for the collector warns there, not in this test's record
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        async def call() -> None:
+            await reranker.arerank("q", ["a"])
+            clients.append(engine._requester._get_async_client())
+
         for _ in range(3):
-            asyncio.run(reranker.arerank("q", ["a"]))
-            clients.append(engine._requester._async_client)
+            asyncio.run(call())
         gc.collect()
     assert len({id(c) for c in clients}) == 3 and all(c.is_closed for c in clients)
     assert not [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
@@ -384,7 +405,7 @@ def test_close_releases_the_async_client_of_a_loop_that_is_not_running(tok: Qwen
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(engine.ascore(pairs_for(tok, ["a"])))
-        client = engine._requester._async_client
+        (client, _keeper) = engine._requester._clients._async_clients[loop]
         engine.close()
         assert client.is_closed
     finally:
@@ -463,3 +484,142 @@ async def test_a_closed_engine_refuses_calls(tok: Qwen3Tokenizer) -> None:
     with pytest.raises(EngineError, match="closed"):
         await engine.ascore(pairs_for(tok, ["a"]))
     assert len(server.requests) == 1
+
+
+# -- issue 23.3: API shapes as objects -------------------------------------------------------------
+def test_the_api_lists_derive_from_the_shape_objects() -> None:
+    from qwen3_rerank import settings
+    from qwen3_rerank.engines.remote import _apis
+
+    names = tuple(s.name for s in _apis.SHAPES)
+    assert names == _apis.AUTO_ORDER and ("auto", *names) == _apis.APIS
+    assert {s.name: s.paths for s in _apis.SHAPES} == _apis.PATHS
+    assert settings._CHOICES["api"] is _apis.APIS
+    # No branch on an API's name is left anywhere in the library.
+    src = Path(__file__).resolve().parents[1] / "src"
+    branches = [
+        f"{p.relative_to(src)}:{n}"
+        for p in src.rglob("*.py")
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\bapi\s*[!=]=\s*['\"](classify|score|rerank)", line)
+    ]
+    assert not branches
+
+
+def test_a_fourth_api_shape_is_one_object(tok: Qwen3Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qwen3_rerank.engines.remote import _apis
+
+    class Pooling(_apis.ApiShape):  # e.g. a server's own dialect: token ids, "logit" per item
+        name = "mine"
+        paths = ("/v2/mine",)
+        sends_text = False
+        items_key = "items"
+        score_key = "logit"
+        scores_are_logits = True
+
+        def body(self, pairs: Any, renderer: Any) -> dict[str, Any]:
+            return {"sequences": [list(p.input_ids) for p in pairs]}
+
+        def probe_body(self, documents: int = 1) -> dict[str, Any]:
+            return {"sequences": [[0]] * documents}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/v2/mine":
+            return httpx.Response(404, json={"detail": "Not Found"})
+        seqs = json.loads(request.content)["sequences"]
+        items = [{"index": i, "logit": 0.25 * i} for i in range(len(seqs))]
+        return httpx.Response(200, json={"items": items, "usage": {"prompt_tokens": sum(map(len, seqs))}})
+
+    by_name, order, names = _apis.derive((*_apis.SHAPES, Pooling()))
+    monkeypatch.setattr(_apis, "_BY_NAME", by_name)
+    monkeypatch.setattr(_apis, "AUTO_ORDER", order)
+    monkeypatch.setattr(_apis, "APIS", names)
+    for api in ("mine", "auto"):
+        engine = RemoteEngine(
+            "http://a", tokenizer=tok, api=api, max_model_len=512, transport=httpx.MockTransport(handler)
+        )
+        out = engine.score(pairs_for(tok, ["a", "b", "c"]))
+        assert out.logits == [0.0, 0.25, 0.5] and engine.resolved_api == "mine"
+        engine.close()
+
+
+# -- issue 25.2: the embedding-server guard decides from the scoring answers themselves -------------
+class BiEncoderBehindGateway(FakeVLLM):
+    """An embedding model's /score and /rerank (as vLLM's bi-encoder counts: the query once, each
+    document once), behind a gateway that answers 401/403/404 for every other path."""
+
+    def __init__(self, tok: Qwen3Tokenizer, other_status: int = 404, usage: bool = True) -> None:
+        super().__init__(tok)
+        self.other_status, self.usage = other_status, usage
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path not in ("/score", "/rerank"):
+            return httpx.Response(self.other_status, json={"detail": "blocked by the gateway"})
+        self.requests.append(request)
+        body = json.loads(request.content)
+        first = body.get("text_1", body.get("query"))
+        docs = body.get("text_2") or body.get("documents")
+        firsts = [first] if isinstance(first, str) else first
+        tokens = sum(len(self.tok.encode_template(t)) for t in [*firsts, *docs])
+        key, name = ("data", "score") if path == "/score" else ("results", "relevance_score")
+        answer: dict[str, Any] = {key: [{"index": i, name: 0.93} for i in range(len(docs))]}
+        if self.usage:
+            answer["usage"] = {"prompt_tokens": tokens}
+        return httpx.Response(200, json=answer)
+
+
+@pytest.mark.parametrize(
+    ("api", "status"),
+    # (api="auto" first probes /classify, where a 401/403 is an AuthenticationError of its own.)
+    [("auto", 404), *((api, status) for api in ("score", "rerank") for status in (401, 403, 404))],
+)
+def test_an_embedding_model_behind_a_gateway_is_refused(tok: Qwen3Tokenizer, api: str, status: int) -> None:
+    # Before: /v1/embeddings answering 401/403/404 let cosine similarities through as P(yes).
+    server = BiEncoderBehindGateway(tok, other_status=status)
+    for verify in (True, False):
+        engine = engine_for(server, tok, api=api, verify_template=verify)
+        with pytest.raises(ConfigurationError, match="embedding model.*query once per document.*--hf-overrides"):
+            engine.score(pairs_for(tok, ["a"]))
+        assert engine.resolved_api is None
+
+
+def test_a_text_server_whose_answers_prove_nothing_is_refused_unless_asked(tok: Qwen3Tokenizer) -> None:
+    server = BiEncoderBehindGateway(tok, usage=False)
+    engine = engine_for(server, tok, api="score")
+    with pytest.raises(ConfigurationError, match="nothing .* proves .* verify_template=False"):
+        engine.score(pairs_for(tok, ["a"]))
+    assert [r.url.path for r in server.requests] == ["/score", "/score"]
+    unproven = engine_for(server, tok, api="score", verify_template=False)
+    assert len(unproven.score(pairs_for(tok, ["a"])).logits) == 1
+
+
+def test_a_real_reranker_behind_a_gateway_is_accepted(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok, endpoints=("/score",))  # /v1/embeddings and /classify: 404
+    engine = engine_for(server, tok)
+    assert by_index(Reranker(engine).rerank("q", DOCS[:2])) == pytest.approx(expected(tok, "q", DOCS[:2]))
+    probes = server.bodies("/score")[:2]
+    assert [p["text_2"] for p in probes] == [["b"], ["b", "b"]]
+    assert "/v1/embeddings" not in [r.url.path for r in server.requests]
+
+
+# -- issue 25.23: a malformed probe answer is reported as malformed --------------------------------
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b'{"data": [{"index": 0, "probs": [NaN]}], "usage": {"prompt_tokens": 1}}', "non-finite"),
+        (b'{"data": [{"index": 0, "probs": [1' + b"0" * 400 + b"]}]}", "non-finite"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON.*RecursionError"),
+    ],
+    ids=["nan", "400-digits", "deep"],
+)
+def test_a_malformed_probe_answer_is_called_malformed(tok: Qwen3Tokenizer, raw: bytes, words: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/classify":
+            return httpx.Response(200, content=raw, headers={"content-type": "application/json"})
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    engine = RemoteEngine("http://a", tokenizer=tok, max_model_len=512, transport=httpx.MockTransport(handler))
+    with pytest.raises(RemoteError, match=f"malformed answer to the probe.*{words}") as info:
+        engine.score(pairs_for(tok, ["a"]))
+    assert "offers none" not in str(info.value) and "--hf-overrides" not in str(info.value)

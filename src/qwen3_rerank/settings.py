@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import engines
 from ._exceptions import ConfigurationError
+from .engines.remote import APIS as _REMOTE_APIS
 
 if TYPE_CHECKING:
     from ._reranker import Reranker
@@ -95,7 +96,7 @@ _POSITIVE = ("timeout", "connect_timeout", "total_timeout")
 _NON_NEGATIVE = ("backoff", "max_backoff")
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "reuse_prefix": (True, False, "auto"),
-    "api": ("auto", "classify", "score", "rerank"),
+    "api": _REMOTE_APIS,  # the remote engine's API shapes, listed once there
 }
 # Annotation words (the engines' modules use `from __future__ import annotations`) -> types.
 _TYPES: dict[str, tuple[type, ...]] = {
