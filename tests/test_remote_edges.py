@@ -29,6 +29,7 @@ from qwen3_rerank import (
     ConfigurationError,
     EngineError,
     InvalidScoreError,
+    MissingDependencyError,
     Qwen3Tokenizer,
     RemoteError,
     RemoteTimeoutError,
@@ -388,6 +389,7 @@ def test_asyncio_run_per_call_leaves_no_client_open(tok: Qwen3Tokenizer) -> None
     gc.collect()  # what earlier tests left for the collector warns there, not in this test's record
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+
         async def call() -> None:
             await reranker.arerank("q", ["a"])
             clients.append(engine._requester._get_async_client())
@@ -623,3 +625,317 @@ def test_a_malformed_probe_answer_is_called_malformed(tok: Qwen3Tokenizer, raw: 
     with pytest.raises(RemoteError, match=f"malformed answer to the probe.*{words}") as info:
         engine.score(pairs_for(tok, ["a"]))
     assert "offers none" not in str(info.value) and "--hf-overrides" not in str(info.value)
+
+
+# -- a small real HTTP server for the socket-level items of issue 25 -----------------------------
+class Recorder:
+    """A stdlib HTTP server on 127.0.0.1 answering /classify like vLLM; it records each request
+    line (a proxy gets the absolute form, ``POST http://host:port/classify``) and its headers."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.lines: list[str] = []
+        self.auth: list[str | None] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                outer.lines.append(self.requestline)
+                outer.auth.append(self.headers.get("authorization"))
+                seqs = json.loads(self.rfile.read(int(self.headers["content-length"])))["input"]
+                body = json.dumps(
+                    {
+                        "data": [{"index": i, "probs": [0.5], "num_classes": 1} for i in range(len(seqs))],
+                        "usage": {"prompt_tokens": sum(map(len, seqs))},
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def _clear_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+# -- 25.5: one proxy rule for the sync and the async path ------------------------------------------
+def test_proxy_variables_apply_to_sync_and_async_alike(tok: Qwen3Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    server, proxy = Recorder(), Recorder()
+    try:
+        _clear_proxies(monkeypatch)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        engine = RemoteEngine(server.url, tokenizer=tok, api="classify", max_model_len=512, api_key="k-123")
+        engine.score(pairs_for(tok, ["a"]))
+        asyncio.run(engine.ascore(pairs_for(tok, ["b"])))
+        engine.close()
+        # Both went through the proxy (absolute-form request lines), none direct.
+        assert [line.split()[1] for line in proxy.lines] == [f"{server.url}/classify"] * 3  # probe + 2 calls
+        assert server.lines == [] and proxy.auth == ["Bearer k-123"] * 3
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        engine = RemoteEngine(server.url, tokenizer=tok, api="classify", max_model_len=512)
+        engine.score(pairs_for(tok, ["a"]))
+        asyncio.run(engine.ascore(pairs_for(tok, ["b"])))
+        engine.close()
+        assert len(server.lines) == 3 and len(proxy.lines) == 3  # NO_PROXY: both direct
+    finally:
+        server.close()
+        proxy.close()
+
+
+def test_a_socks_proxy_without_socksio_names_the_extra(tok: Qwen3Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("socksio") is not None:  # pragma: no cover - not in the test venv
+        pytest.skip("socksio is installed here")
+    _clear_proxies(monkeypatch)
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1")
+    engine = RemoteEngine("http://127.0.0.1:9", tokenizer=tok, api="classify", max_model_len=512)
+    with pytest.raises(MissingDependencyError, match=r"socksio.*pip install 'qwen3-rerank\[socks\]'"):
+        engine.score(pairs_for(tok, ["a"]))
+    with pytest.raises(MissingDependencyError, match=r"qwen3-rerank\[socks\]"):
+        asyncio.run(engine.ascore(pairs_for(tok, ["a"])))
+    engine.close()
+
+
+# -- 25.18: URLs and incomplete bodies --------------------------------------------------------------
+def test_an_uppercase_scheme_is_accepted(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    engine = RemoteEngine("HTTP://a:8000", tokenizer=tok, max_model_len=512, transport=httpx.MockTransport(server))
+    assert len(engine.score(pairs_for(tok, ["a"])).logits) == 1
+    assert {str(r.url) for r in server.requests} <= {"http://a:8000/classify"}
+    assert "HTTP" not in repr(engine)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://me:s3cret@[::1", "http://h:notaport", "ftp://me:s3cret@h", "http://"]
+)
+def test_a_broken_url_is_a_configuration_error_that_hides_it(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="base_url") as info:
+        RemoteEngine(url)
+    assert "s3cret" not in str(info.value) and not isinstance(info.value.__cause__, ValueError)
+
+
+def test_a_body_shorter_than_its_content_length_is_not_an_unreachable_replica(tok: Qwen3Tokenizer) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"data"')
+
+    threading.Thread(target=serve, daemon=True).start()
+    good = Recorder()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        engine = RemoteEngine(url, tokenizer=tok, api="classify", max_model_len=512, max_retries=1, backoff=0.01)
+        engine._resolved = (shape_of("classify"), "/classify")
+        with pytest.raises(RemoteError, match="incomplete answer") as info:
+            engine.score(pairs_for(tok, ["a"]))
+        assert "could not reach" not in str(info.value)
+        engine.close()
+        both = RemoteEngine([url, good.url], tokenizer=tok, api="classify", max_model_len=512, backoff=0.01)
+        both._resolved = (shape_of("classify"), "/classify")
+        assert len(both.score(pairs_for(tok, ["a"])).logits) == 1
+        assert both._requester._health.down_until == {}  # the short answer did not mark it down
+        both.close()
+    finally:
+        stop.set()
+        sock.close()
+        good.close()
+
+
+# -- 25.14: RemoteError.body is scrubbed on every path ----------------------------------------------
+@pytest.mark.parametrize("shape", ["html", "json"])
+def test_an_echoed_key_is_scrubbed_from_every_error(tok: Qwen3Tokenizer, shape: str) -> None:
+    key = "sk-live-0123456789"
+
+    def echo(request: httpx.Request) -> httpx.Response:  # a proxy page echoing the request headers
+        auth = request.headers["authorization"]
+        if shape == "html":
+            return httpx.Response(200, text=f"<html>you sent Authorization: {auth}</html>")
+        return httpx.Response(200, json={"echo": {"authorization": auth}})
+
+    engine = RemoteEngine("http://gw?token=qtoken-777", tokenizer=tok, api="classify", max_model_len=512,
+                          api_key=key, transport=httpx.MockTransport(echo))  # fmt: skip
+    engine._resolved = (shape_of("classify"), "/classify")
+    with pytest.raises(RemoteError) as info:
+        engine.score(pairs_for(tok, ["a"]))
+    shown = f"{info.value} {info.value.body} {info.value.url}"
+    assert info.value.body and key not in shown and "qtoken-777" not in shown and "***" in info.value.body
+
+
+# -- 25.16: close() from another thread during a sync call ------------------------------------------
+def test_close_from_another_thread_during_a_call_is_an_engine_error(tok: Qwen3Tokenizer) -> None:
+    server = Dripping("body")
+    engine = RemoteEngine(server.url, tokenizer=tok, api="classify", max_model_len=512, total_timeout=20, backoff=0.01)
+    engine._resolved = (shape_of("classify"), "/classify")
+    timer = threading.Timer(0.4, engine.close)
+    try:
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(EngineError, match="closed") as info:
+            engine.score(pairs_for(tok, ["a"]))
+        assert type(info.value) is EngineError and time.monotonic() - start < 5.0
+    finally:
+        timer.cancel()
+        server.close()
+
+
+# -- 25.4: one engine, two live event loops ----------------------------------------------------------
+def test_one_engine_from_two_live_event_loops(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    engine = resolved(server, tok)
+    errors: list[BaseException] = []
+
+    async def many() -> None:
+        for i in range(60):
+            await engine.ascore(pairs_for(tok, [f"d{i}"]))
+            await asyncio.sleep(0)
+
+    def thread() -> None:
+        try:
+            asyncio.run(many())
+        except BaseException as exc:  # recorded: the assertion below shows it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=thread) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and engine._requester.async_clients_made == 2  # one per loop, no churn
+    engine.close()
+
+
+# -- 25.6: arerank never blocks the caller's loop on HTTP -------------------------------------------
+@pytest.mark.parametrize("case", ["discovery", "server-tokenizer"])
+async def test_arerank_does_not_block_the_event_loop(tok: Qwen3Tokenizer, case: str) -> None:
+    server = FakeVLLM(tok, endpoints=("/score",))
+    slow = {"/v1/models"} if case == "discovery" else {"/detokenize"}
+    inner = server.__call__
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path in slow:
+            time.sleep(0.3)  # a sync request on the loop would freeze it this long
+        return inner(request)
+
+    kw: dict[str, Any] = {"tokenizer": tok} if case == "discovery" else {"tokenizer": "server", "max_model_len": 1024}
+    engine = RemoteEngine("http://a", api="score", transport=httpx.MockTransport(handler), **kw)
+    reranker = Reranker(engine, max_length=256)
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0.05)  # the ticker runs before the call starts
+    try:
+        await reranker.arerank("q", ["a", "b", "c"])
+    finally:
+        tick.cancel()
+    assert any(r.url.path in slow for r in server.requests) or case == "discovery"
+    assert max(gaps) < 0.2, f"the loop was blocked for {max(gaps):.2f}s"
+    await engine.aclose()
+
+
+# -- 25.17: a server whose context is too small for the template ------------------------------------
+def test_a_server_context_too_small_for_the_template_says_so(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    inner = server.__call__
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "served", "max_model_len": 50}]})
+        return inner(request)
+
+    engine = RemoteEngine("http://a", tokenizer=tok, transport=httpx.MockTransport(handler))
+    with pytest.raises(ConfigurationError, match=r"max_model_len=50\) is too small.*--max-model-len") as info:
+        Reranker(engine).rerank("q", ["a"])
+    assert "Use max_length" not in str(info.value)
+
+
+# -- 25.9: text APIs cut on a character boundary ----------------------------------------------------
+def test_text_apis_never_send_a_broken_character(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok, endpoints=("/score",))
+    engine = engine_for(server, tok, api="score")
+    reranker = Reranker(engine, max_length=200)
+    base = reranker.encoder.min_max_length()
+    for max_length in range(base, base + 12):
+        # 𠜎 and 🫠 are three byte tokens each: most cuts fall inside one.
+        Reranker(engine, max_length=max_length).rerank("𠜎 q", ["🫠𠜎🧬" * 40])
+    sent = [t for b in server.bodies("/score") for t in b["text_2"]] + [b["text_1"] for b in server.bodies("/score")]
+    assert sent and not [t for t in sent if "\ufffd" in t]
+
+
+# -- 25.20: Ctrl-C during a sync call of several requests: the process exits at once ---------------
+_CTRL_C_SCRIPT = """
+import os, signal, socket, threading, time
+from qwen3_rerank import EncodedPair
+from qwen3_rerank.engines.remote import RemoteEngine
+from qwen3_rerank.engines.remote._apis import shape_of
+
+sock = socket.socket(); sock.bind(("127.0.0.1", 0)); sock.listen(16)
+held = []
+def accept():
+    while True:
+        conn, _ = sock.accept(); held.append(conn)  # read nothing, answer nothing
+threading.Thread(target=accept, daemon=True).start()
+engine = RemoteEngine(f"http://127.0.0.1:{sock.getsockname()[1]}", api="classify", max_model_len=512,
+                      total_timeout=30, max_batch_size=1, max_concurrency=4, verify_template=False)
+engine._resolved = (shape_of("classify"), "/classify")
+threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGINT)).start()
+print("start", flush=True)
+engine.score([EncodedPair(input_ids=[1, 2, 3], query_length=1) for _ in range(4)])
+"""
+
+
+def test_ctrl_c_during_a_sync_call_lets_the_process_exit_at_once() -> None:
+    import os
+    import subprocess
+    import sys
+
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_SCRIPT], capture_output=True, text=True, timeout=60, env=dict(os.environ)
+    )
+    took = time.monotonic() - start
+    assert "KeyboardInterrupt" in done.stderr, done.stderr[-2000:]
+    assert took < 10.0, f"the process took {took:.1f}s to exit after Ctrl-C (requests in flight were waited for)"

@@ -143,9 +143,10 @@ class RemoteEngine(Engine):
                 "'http://localhost:8000' (or a list of replicas)"
             )
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
-        if not urls or not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls):
-            shown = [proto.redact_url(u) if isinstance(u, str) else u for u in urls]
-            raise ConfigurationError(f"base_url must be one or more http(s):// URLs, got {shown!r}")
+        if not urls:
+            raise ConfigurationError("base_url must be one or more http(s):// URLs, got none")
+        for u in urls:
+            _check_url(u)
         if api not in apis.APIS:
             raise ConfigurationError(f"api must be one of {apis.APIS}, got {api!r}")
         for label, value, low in (
@@ -457,3 +458,27 @@ class RemoteEngine(Engine):
         else:
             logger.warning("remote engine: no model= given and /v1/models did not say; using the server's /tokenize")
         return ServerTokenizer(self._requester)
+
+
+def _check_url(url: Any) -> None:
+    """A base URL must parse and be http(s) with a host (the scheme in any case: RFC 3986)."""
+    import urllib.parse
+
+    if not isinstance(url, str):
+        raise ConfigurationError(
+            f"base_url must be a string URL such as 'http://host:8000', got a {type(url).__name__}"
+        )
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check ("http://h:x", "http://h:99999")
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"base_url is not a valid URL ({exc}); write it as http://host:port, an IPv6 host in "
+            "brackets: http://[::1]:8000 (the URL is not shown: it may hold a password)"
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        what = f"the scheme {parts.scheme!r}" if parts.scheme not in ("http", "https") else "no host"
+        raise ConfigurationError(
+            f"base_url must be an http:// or https:// URL with a host, e.g. 'http://10.0.0.5:8000'; this "
+            f"one has {what} (the URL is not shown: it may hold a password)"
+        )

@@ -13,6 +13,7 @@ import math
 import re
 import time
 import urllib.parse
+from collections.abc import Sequence
 from typing import Any
 
 from ... import prompts
@@ -97,9 +98,28 @@ class TextRenderer:
                 "a text endpoint can only send sequences built by Reranker/PairEncoder (Qwen3-Reranker "
                 "prefix, query part, document part, suffix); these ids do not have that shape"
             )
-        user_q = self._tokenizer.decode(ids[p : pair.query_length])
-        user_d = self._tokenizer.decode(ids[pair.query_length : len(ids) - s])
+        user_q = self._whole_characters(ids[p : pair.query_length])
+        user_d = self._whole_characters(ids[pair.query_length : len(ids) - s])
         return prompts.SYSTEM_PREFIX + neutralise(user_q), neutralise(user_d) + prompts.ASSISTANT_SUFFIX
+
+    def _whole_characters(self, ids: Sequence[int]) -> str:
+        """The text of ``ids`` without a character cut in two at either end.
+
+        Truncation (or a window's start) may cut inside a character of several byte tokens; its
+        bytes decode to U+FFFD, which a text endpoint would score, with the same token count, so
+        the count guard would miss it. Such a broken end (its U+FFFD does not re-encode to the
+        same ids: a real U+FFFD does) is dropped, at most 3 tokens (a character is <= 4 bytes).
+        """
+        decode = self._tokenizer.decode
+        text: str = decode(ids)
+        if "\ufffd" not in text[:1] + text[-1:] or self._tokenizer.encode_plain([text])[0] == list(ids):
+            return text
+        start, stop = 0, len(ids)
+        while stop - start > 0 and stop > len(ids) - 3 and decode(ids[start:stop]).endswith("\ufffd"):
+            stop -= 1
+        while stop - start > 0 and start < 3 and decode(ids[start:stop]).startswith("\ufffd"):
+            start += 1
+        return str(decode(ids[start:stop])) if stop > start else ""
 
 
 def encode_body(payload: Any) -> bytes:
