@@ -730,3 +730,13 @@ def test_created_by_name(tok: Qwen3Tokenizer) -> None:
     )
     assert isinstance(reranker.engine, RemoteEngine) and reranker.max_length == 512
     reranker.close()
+
+
+def test_the_docs_page_runs() -> None:
+    import re
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "remote.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/remote.md", "exec"), {})  # noqa: S102 - our own documentation
