@@ -422,7 +422,9 @@ def test_a_reranker_served_without_hf_overrides_is_refused(tiny_model: Path) -> 
         for api in ("auto", "score", "rerank"):
             for docs in (DOCS[:1], DOCS):
                 engine = RemoteEngine(server.base_url, model=str(tiny_model), api=api, max_model_len=2048)
-                with pytest.raises(ConfigurationError, match="embedding model.*--hf-overrides"):
+                with pytest.raises(
+                    ConfigurationError, match="embedding model: its .* query once per document.*--hf-overrides"
+                ):
                     Reranker(engine, max_length=512).rerank(QUERY, docs)
                 engine.close()
     finally:
