@@ -497,6 +497,9 @@ def test_the_api_lists_derive_from_the_shape_objects() -> None:
     assert names == _apis.AUTO_ORDER and ("auto", *names) == _apis.APIS
     assert {s.name: s.paths for s in _apis.SHAPES} == _apis.PATHS
     assert settings._CHOICES["api"] is _apis.APIS
+    from qwen3_rerank.engines.remote import API_KEY_ENV
+
+    assert API_KEY_ENV == settings.ENV_API_KEY  # defined in the engine without importing settings
     # No branch on an API's name is left anywhere in the library.
     src = Path(__file__).resolve().parents[1] / "src"
     branches = [

@@ -24,6 +24,9 @@ from ..._exceptions import (
 )
 from ..._types import EncodedPair
 
+API_KEY_ENV = "QWEN3_RERANK_API_KEY"  # == settings.ENV_API_KEY (pinned by a test): no upward import
+"""Environment variable read for the API key when ``api_key`` is not passed."""
+
 RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
 """Statuses worth another attempt (the server is busy, restarting or behind a proxy that is)."""
 # Answers that mean "this endpoint is not offered here" while probing.
@@ -202,8 +205,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 def status_error(status: int, text: str, url: str, headers: dict[str, str] | None = None) -> RemoteError:
     """The typed error for an HTTP error status (``url`` already redacted)."""
-    from ._requester import API_KEY_ENV
-
     body = excerpt(text)
     if status in (401, 403):
         return AuthenticationError(

@@ -28,6 +28,7 @@ from typing import Any
 from ..._exceptions import ConfigurationError, EngineError, RemoteError, RemoteTimeoutError
 from . import _protocol as proto
 from ._clients import Clients
+from ._protocol import API_KEY_ENV
 from ._transport import (
     DEADLINE,
     Answer,
@@ -44,8 +45,6 @@ __all__ = ["API_KEY_ENV", "Requester"]
 
 logger = logging.getLogger("qwen3_rerank.engines.remote")
 
-API_KEY_ENV = "QWEN3_RERANK_API_KEY"  # == settings.ENV_API_KEY (pinned by a test); no upward import
-"""Environment variable read for the API key when ``api_key`` is not passed."""
 
 Plan = Generator[Any, Any, Any]
 
