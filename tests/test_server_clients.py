@@ -254,3 +254,52 @@ def test_info_models_version_health(http):
     assert http.get("/version").json()["engine"] == "transformers"
     # A model name in the request is echoed; without one, the served name.
     assert http.post("/v2/rerank", json={"query": "q", "documents": ["d"]}).json()["model"] == "qwen3-test"
+
+
+# -- this library's own clients -----------------------------------------------------------------------
+@pytest.mark.parametrize("api", ["auto", "score", "rerank"])
+def test_remote_engine_against_the_server(rerank_server, reference, tiny_model, api):
+    from qwen3_rerank.engines.remote import RemoteEngine
+
+    engine = RemoteEngine(rerank_server.base_url, model=str(tiny_model), api=api)
+    try:
+        docs = DOCS[:5] if api != "auto" else DOCS  # text apis neutralise control strings: not exact there
+        ranking = Reranker(engine).rerank(QUERY, docs, instruction=INSTRUCTION)
+        assert engine.resolved_api == ("classify" if api == "auto" else api)
+        _assert_equal({r.index: r.score for r in ranking}, reference(QUERY, docs, INSTRUCTION))
+        assert engine.max_model_len == Reranker(engine).max_length
+    finally:
+        engine.close()
+
+
+async def test_remote_engine_async_against_the_server(rerank_server, reference, tiny_model):
+    from qwen3_rerank.engines.remote import RemoteEngine
+
+    async with RemoteEngine(rerank_server.base_url, model=str(tiny_model)) as engine:
+        rankings = await Reranker(engine).arerank_many([QUERY, "capital"], [DOCS, DOCS[:2]])
+    _assert_equal({r.index: r.score for r in rankings[0]}, reference(QUERY, DOCS))
+    _assert_equal({r.index: r.score for r in rankings[1]}, reference("capital", DOCS[:2]))
+
+
+def test_integrations_with_engine_remote(rerank_server, reference, tiny_model):
+    from langchain_core.documents import Document
+
+    from langchain_qwen3_rerank import Qwen3Rerank as LangChainRerank
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+    from llama_index.postprocessor.qwen3_rerank import Qwen3Rerank as LlamaRerank
+
+    want = reference(QUERY, DOCS)
+    lc = LangChainRerank(engine="remote", base_url=rerank_server.base_url, model=str(tiny_model), top_n=None)
+    try:
+        out = lc.compress_documents([Document(page_content=d, metadata={"i": i}) for i, d in enumerate(DOCS)], QUERY)
+        for d in out:
+            assert abs(d.metadata["relevance_score"] - want[d.metadata["i"]]) <= TOL
+    finally:
+        lc.close()
+    li = LlamaRerank(engine="remote", base_url=rerank_server.base_url, model=str(tiny_model), top_n=len(DOCS))
+    try:
+        nodes = [NodeWithScore(node=TextNode(text=d, id_=str(i))) for i, d in enumerate(DOCS)]
+        for n in li.postprocess_nodes(nodes, query_bundle=QueryBundle(QUERY)):
+            assert abs(n.score - want[int(n.node.node_id)]) <= TOL
+    finally:
+        li.close()
