@@ -133,7 +133,9 @@ def test_open_webui_external_reranker(rerank_server, reference):
     # set, sent with requests (httpx refuses a header value that ends in a space).
     requests = pytest.importorskip("requests")
     body = {"model": "reranker", "query": QUERY, "documents": DOCS, "top_n": len(DOCS)}
-    r = requests.post(f"{rerank_server.base_url}/v1/rerank", json=body, headers={"Authorization": "Bearer "}, timeout=60)
+    r = requests.post(
+        f"{rerank_server.base_url}/v1/rerank", json=body, headers={"Authorization": "Bearer "}, timeout=60
+    )
     assert r.status_code == 200, r.text
     got = {x["index"]: x["relevance_score"] for x in r.json()["results"]}
     _assert_equal(got, reference(QUERY, DOCS))
@@ -283,10 +285,10 @@ async def test_remote_engine_async_against_the_server(rerank_server, reference, 
 
 def test_integrations_with_engine_remote(rerank_server, reference, tiny_model):
     from langchain_core.documents import Document
-
-    from langchain_qwen3_rerank import Qwen3Rerank as LangChainRerank
     from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
     from llama_index.postprocessor.qwen3_rerank import Qwen3Rerank as LlamaRerank
+
+    from langchain_qwen3_rerank import Qwen3Rerank as LangChainRerank
 
     want = reference(QUERY, DOCS)
     lc = LangChainRerank(engine="remote", base_url=rerank_server.base_url, model=str(tiny_model), top_n=None)

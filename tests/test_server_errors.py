@@ -108,7 +108,9 @@ def test_limits_name_the_limit_and_its_setting(small):
         r = c.post("/v1/rerank", json={"query": "q", "documents": ["x" * 40] * 60})
         assert r.status_code == 413 and "max_body_bytes" in r.json()["message"] and "--max-body-bytes" in r.text
         # A body without Content-Length (chunked) is cut off while it is read.
-        big = c.post("/rerank", content=(b"[" + b" " * 1000 for _ in range(4)), headers={"Content-Type": "application/json"})
+        big = c.post(
+            "/rerank", content=(b"[" + b" " * 1000 for _ in range(4)), headers={"Content-Type": "application/json"}
+        )
         assert big.status_code == 413, big.text
         r = c.post("/v2/rerank", json={"query": "q", "documents": ["a", "b", "c", "d"]})
         assert r.status_code == 422 and "max_documents" in r.json()["message"] and "--max-documents" in r.text
@@ -155,7 +157,9 @@ def test_bad_bodies(http, path, content, status, field):
     r = http.post(path, content=content, headers={"Content-Type": "application/json"})
     assert r.status_code == status, r.text
     body = r.json()
-    message = body["error"]["message"] if isinstance(body.get("error"), dict) else body.get("message", body.get("error"))
+    message = (
+        body["error"]["message"] if isinstance(body.get("error"), dict) else body.get("message", body.get("error"))
+    )
     assert field in message, message
     if path == "/rerank" and b"texts" in content:
         assert body["error_type"] == "validation" and "message" not in body

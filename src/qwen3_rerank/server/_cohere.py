@@ -35,6 +35,8 @@ __all__ = ["CohereV1Body", "CohereV2Body", "cut_top_n", "rerank_v1", "rerank_v2"
 class _Base(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+    documents: list[Any]
+    """Strings, or records (``{"text": ...}``, or fields named by ``rank_fields``)."""
     model: str | None = None
     """Any name: echoed back."""
     query: StrictStr
@@ -46,7 +48,6 @@ class _Base(BaseModel):
 class CohereV1Body(_Base):
     """Cohere v1 / Jina / vLLM ``/rerank``: documents are strings or ``{"text": ...}`` records."""
 
-    documents: list[Any]
     return_documents: StrictBool | None = None
     rank_fields: list[str] | None = None
 
@@ -54,7 +55,6 @@ class CohereV1Body(_Base):
 class CohereV2Body(_Base):
     """Cohere v2: documents are strings (records are accepted as in v1)."""
 
-    documents: list[Any]
     max_tokens_per_doc: StrictInt | None = None
 
 

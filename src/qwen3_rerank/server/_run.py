@@ -78,7 +78,7 @@ def build_server(
         port=port,
         log_level=log_level,
         lifespan="on",
-        timeout_graceful_shutdown=graceful_timeout,
+        timeout_graceful_shutdown=max(1, round(graceful_timeout)),  # uvicorn takes whole seconds
         access_log=log_level == "debug",
         server_header=False,
     )

@@ -149,7 +149,7 @@ async def classify(request: Request, data: Any) -> dict[str, Any]:
             'this server\'s /classify takes token ids ({"input": [[ids...]]}), built with the '
             "Qwen3-Reranker prompt; for text use /v1/rerank, /rerank or /score",
         )
-    sequences: list[list[int]] = [raw] if raw and isinstance(raw[0], int) else raw  # type: ignore[list-item,assignment]
+    sequences: list[list[int]] = [raw] if raw and isinstance(raw[0], int) else raw  # type: ignore[assignment]
     if not sequences:
         raise ApiError(400, "input is empty: send at least one token-id sequence")
     if len(sequences) > state.limits.max_documents:
