@@ -40,6 +40,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))  # tests_support (the in-thread server) lives at the repository root
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -118,8 +119,8 @@ def main() -> None:
     from workloads import Workload, make_inputs
 
     from qwen3_rerank import Reranker
-    from qwen3_rerank.settings import build_engine
     from qwen3_rerank.server import create_app
+    from qwen3_rerank.settings import build_engine
     from tests_support.rerank_server import ThreadServer
 
     options: dict[str, Any] = {}
@@ -151,7 +152,7 @@ def main() -> None:
     try:
         warm_q, warm_d = inputs(16)
         reranker.rerank_many(warm_q, warm_d)
-        _run_clients(server.base_url, [{"query": q, "documents": d} for q, d in zip(warm_q, warm_d)], 8,
+        _run_clients(server.base_url, [{"query": q, "documents": d} for q, d in zip(warm_q, warm_d, strict=True)], 8,
                      "/v2/rerank", None)  # fmt: skip
         for c in levels:
             n = args.requests or max(16, 4 * c)
@@ -167,7 +168,7 @@ def main() -> None:
                 targets.append(("vllm-serve", args.vllm_url, "/rerank", args.vllm_model or args.model))
             for row, url, path, model in targets:
                 q, d = inputs(n)
-                bodies = [{"query": qq, "documents": dd} for qq, dd in zip(q, d)]
+                bodies = [{"query": qq, "documents": dd} for qq, dd in zip(q, d, strict=True)]
                 out = _run_clients(url, bodies, c, path, model)
                 if out["errors"]:
                     log(f"{row}: {len(out['errors'])} errors, first: {out['errors'][0]}")
