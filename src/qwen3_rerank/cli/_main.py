@@ -14,10 +14,17 @@ from .check import CheckCommand
 from .info import InfoCommand
 from .make_test_model import MakeTestModelCommand
 from .rerank import RerankCommand
+from .serve import ServeCommand
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS: tuple[CLISubcommand, ...] = (RerankCommand(), CheckCommand(), MakeTestModelCommand(), InfoCommand())
+COMMANDS: tuple[CLISubcommand, ...] = (
+    RerankCommand(),
+    ServeCommand(),
+    CheckCommand(),
+    MakeTestModelCommand(),
+    InfoCommand(),
+)
 """The commands, in the order ``--help`` lists them."""
 
 
