@@ -674,7 +674,7 @@ def test_info_without_vllm_does_not_import_it(tmp_path):
     ],
 )
 def test_info_prints_the_vllm_serve_command_for_the_installed_vllm(capsys, monkeypatch, installed, flag, where):
-    from qwen3_rerank._serve import display_command, serve_command
+    from qwen3_rerank._vllm_command import display_command, serve_command
 
     version_of = lambda *names: next((installed[n] for n in names if n in installed), None)  # noqa: E731
     monkeypatch.setattr(cli_info, "_package_version", version_of)
@@ -1128,7 +1128,7 @@ def test_the_reference_loads_without_a_progress_bar(capfd, monkeypatch, tiny_mod
     # `check --engine remote` loads the official formula: its weights bar must not reach the terminal.
     from transformers.utils import logging as hf_logging
 
-    from qwen3_rerank.reference import OfficialFormula, build_reference
+    from qwen3_rerank.diagnosis.reference import OfficialFormula, build_reference
 
     monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
     was = hf_logging.is_progress_bar_enabled()

@@ -1,4 +1,4 @@
-"""What other clients of a vLLM server get (:mod:`qwen3_rerank.diagnosis_clients`), against fakes.
+"""What other clients of a vLLM server get (:mod:`qwen3_rerank.diagnosis.clients`), against fakes.
 
 Each fake server answers ``/rerank``, ``/v1/rerank``, ``/score`` and ``/tokenize`` in vLLM 0.32's
 shapes and scores, with the float32 embedded engine on the tiny model, the prompt IT renders: the
@@ -21,7 +21,7 @@ import pytest
 from qwen3_rerank import prompts
 from qwen3_rerank._scores import probability
 from qwen3_rerank.diagnosis import CHECK_CASES, CheckReport, format_check_report, run_check
-from qwen3_rerank.diagnosis_clients import (
+from qwen3_rerank.diagnosis.clients import (
     CLIENT_CASES,
     ENDPOINTS,
     ClientsReport,
@@ -247,3 +247,59 @@ def test_the_section_is_in_the_json_and_the_text(ask, transformers_engine):
     text = format_check_report(report)
     assert "other clients of this server" in text and clients.verdict in text
     assert "scores the bare query and document" in text
+
+
+def _imported_modules(path: Any, package: str) -> set[str]:
+    """Absolute names of the ``qwen3_rerank`` modules a source file imports (at any level)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    here = package.split(".")
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = here[: len(here) - node.level + 1] if node.level else []
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_the_check_is_one_package_without_an_import_circle() -> None:
+    """diagnosis/: _cases <- reference, clients <- _check <- __init__; nothing imports back up."""
+
+    import qwen3_rerank
+
+    src = Path(qwen3_rerank.__file__).parent
+    folder = src / "diagnosis"
+    assert sorted(p.name for p in folder.glob("*.py")) == [
+        "__init__.py",
+        "_cases.py",
+        "_check.py",
+        "clients.py",
+        "reference.py",
+    ]
+    for old in ("diagnosis.py", "diagnosis_clients.py", "reference.py", "_serve.py"):
+        assert not (src / old).exists(), old
+    layer = {"_cases": 0, "reference": 1, "clients": 1, "_check": 2, "__init__": 3}
+    for name, level in layer.items():
+        imports = _imported_modules(folder / f"{name}.py", "qwen3_rerank.diagnosis")
+        for other, other_level in layer.items():
+            module = "qwen3_rerank.diagnosis" + ("" if other == "__init__" else f".{other}")
+            if other != name and module in imports:
+                assert other_level < level, f"diagnosis/{name}.py imports {module}, which is not below it"
+
+
+def test_reference_scores_has_no_formula_of_its_own() -> None:
+    """testing.reference_scores is OfficialFormula: the model card's formula is written once."""
+    import inspect
+
+    from qwen3_rerank import testing
+    from qwen3_rerank.diagnosis import reference
+
+    body = inspect.getsource(testing.reference_scores)
+    assert "OfficialFormula" in body
+    assert "logits" in body and "softmax(" not in body.split('"""')[-1] and "AutoModel" not in body
+    assert "AutoModelForCausalLM" in inspect.getsource(reference.OfficialFormula)

@@ -1,8 +1,8 @@
 """``qwen3-rerank check``: score fixed pairs with the configured engine and with a float32
 reference on the same weights, print PASS or FAIL with the likely cause and fix (and, for a remote
-server, what its other clients get: :mod:`qwen3_rerank.diagnosis_clients`).
+server, what its other clients get: :mod:`qwen3_rerank.diagnosis.clients`).
 
-The diagnosis itself is library code: :mod:`qwen3_rerank.diagnosis` and :mod:`qwen3_rerank.reference`.
+The diagnosis itself is library code: the :mod:`qwen3_rerank.diagnosis` package.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def _reference_engine(args: argparse.Namespace, engine: Any) -> tuple[Any, str]:
             "check needs the model's weights for the reference: pass --model (the hub id or local path of "
             "the checkpoint the server runs), or --no-reference for the sanity checks and template guard only"
         )
-    from ..reference import build_reference
+    from ..diagnosis.reference import build_reference
 
     try:
         return build_reference(model, device=args.reference_device)

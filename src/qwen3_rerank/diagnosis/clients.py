@@ -16,7 +16,7 @@ shows the exact tokens where the server renders with the template it scores with
 ``/score`` reported). Endpoints a server does not offer are reported as such.
 
 Example:
-    >>> from qwen3_rerank.diagnosis_clients import explain_scores
+    >>> from qwen3_rerank.diagnosis.clients import explain_scores
     >>> explain_scores([0.5, 0.7], {"model_card": [0.5, 0.7], "bare": [0.4, 0.6]}, 1e-4)
     'model_card'
 """
@@ -27,9 +27,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import prompts
-from ._exceptions import EngineError
-from ._scores import probability
+from .. import prompts
+from .._exceptions import EngineError
+from .._scores import probability
+from ._cases import CHECK_CASES
+from ._cases import max_abs as _max_abs
 
 __all__ = [
     "CAUSES",
@@ -95,10 +97,6 @@ def render(kind: str, query: str, document: str) -> str:
     raise ValueError(f"unknown rendering {kind!r}; choose one of {sorted(RENDERINGS)}")
 
 
-def _max_abs(a: Sequence[float], b: Sequence[float]) -> float:
-    return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
-
-
 def explain_scores(scores: Sequence[float], hypotheses: Mapping[str, Sequence[float]], tolerance: float) -> str | None:
     """The rendering whose scores reproduce ``scores``, or ``None``.
 
@@ -154,8 +152,6 @@ def check_other_clients(engine: Any, reference: Any, *, tolerance: float) -> Cli
     ask = getattr(engine, "request_json", None)
     if not callable(ask):
         return None
-    from .diagnosis import CHECK_CASES
-
     cases = [c for c in CHECK_CASES if c.name in CLIENT_CASES]
     tokenizer = reference.tokenizer
     ids = {k: [tokenizer.encode_template(render(k, c.query, c.document)) for c in cases] for k in RENDERINGS}
