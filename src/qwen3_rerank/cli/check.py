@@ -48,6 +48,13 @@ class CheckCommand(CLISubcommand):
             action="store_true",
             help="skip the reference comparison (sanity checks and the remote template guard only)",
         )
+        c.add_argument(
+            "--clients-time-limit",
+            type=positive_float,
+            default=60.0,
+            metavar="SECONDS",
+            help="--engine remote: the most seconds the other-clients part may take altogether (default 60)",
+        )
         c.add_argument("--json", action="store_true", help="print the report as JSON")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -73,13 +80,20 @@ class CheckCommand(CLISubcommand):
                 f"{PROG} check: engine={args.engine} ({engine!r}); reference={ref_desc}; "
                 f"{len(CHECK_CASES)} pairs, max_length={max_length}"
             )
-            report = run_check(engine, reference, tolerance=args.tolerance, max_length=max_length)
+            report = run_check(
+                engine,
+                reference,
+                tolerance=args.tolerance,
+                max_length=max_length,
+                clients_time_limit=args.clients_time_limit,
+            )
         finally:
             engine.close()
             if reference is not None:
                 reference.close()
         if args.json:
-            json.dump(report.to_dict(), sys.stdout, indent=2, ensure_ascii=False)
+            # allow_nan=False: to_dict() has no NaN left; valid JSON or an error, never 'NaN'.
+            json.dump(report.to_dict(), sys.stdout, indent=2, ensure_ascii=False, allow_nan=False)
             sys.stdout.write("\n")
         else:
             sys.stdout.write(format_check_report(report, header=header))

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from .._scores import probability
 from ..engines import Engine
 from ._cases import CHECK_CASES, CHECK_MAX_LENGTH, CheckCase
 from ._cases import max_abs as _max_abs
-from .clients import ClientsReport, check_other_clients, format_clients
+from .clients import CLIENTS_TIME_LIMIT, ClientsReport, check_other_clients, format_clients
 
 __all__ = ["FIXES", "CheckReport", "format_check_report", "run_check"]
 
@@ -52,18 +53,31 @@ class CheckReport:
     """What other clients of a remote server get (raw text to its /rerank, /score); not part of ``passed``."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "engine": self.engine,
-            "tolerance": self.tolerance,
-            "max_diff": self.max_diff,
-            "cases": self.rows,
-            "problems": self.problems,
-            "likely_cause": self.cause,
-            "fix": self.fix,
-            "notes": self.notes,
-            "other_clients": None if self.clients is None else self.clients.to_dict(),
-        }
+        """The report as JSON-ready data; a NaN or an infinity (never valid JSON) becomes ``None``."""
+        return _json_safe(
+            {
+                "passed": self.passed,
+                "engine": self.engine,
+                "tolerance": self.tolerance,
+                "max_diff": self.max_diff,
+                "cases": self.rows,
+                "problems": self.problems,
+                "likely_cause": self.cause,
+                "fix": self.fix,
+                "notes": self.notes,
+                "other_clients": None if self.clients is None else self.clients.to_dict(),
+            }
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _score_cases(engine: Any, *, max_length: int) -> dict[str, Any]:
@@ -186,17 +200,21 @@ def run_check(
     *,
     tolerance: float | None = None,
     max_length: int = CHECK_MAX_LENGTH,
+    clients_time_limit: float = CLIENTS_TIME_LIMIT,
 ) -> CheckReport:
     """Compare ``engine`` with ``reference`` (an embedded float32 engine on the same weights).
 
     Both score :data:`CHECK_CASES` through the core. Without a reference only the sanity checks run
     (scores in [0, 1], truncation flagged, the engine's own guards such as the remote template guard).
     With a reference and a remote engine, :attr:`CheckReport.clients` also says what other clients
-    of that server get (:func:`~qwen3_rerank.diagnosis.clients.check_other_clients`).
+    of that server get (:func:`~qwen3_rerank.diagnosis.clients.check_other_clients`, within
+    ``clients_time_limit`` seconds altogether).
     """
     report = _compare(engine, reference, tolerance=tolerance, max_length=max_length)
     if reference is not None:
-        report.clients = check_other_clients(engine, reference, tolerance=report.tolerance)
+        report.clients = check_other_clients(
+            engine, reference, tolerance=report.tolerance, time_limit=clients_time_limit
+        )
     return report
 
 
