@@ -69,6 +69,8 @@ class CheckCommand(CLISubcommand):
                 raise CLIError(
                     f"--reference-device {args.reference_device!r}: choose cpu, cuda, cuda:N, npu, npu:N or auto"
                 ) from None
+            if args.reference_device != "auto":
+                _engine.check_device(args.reference_device)
         engine = _engine.build_engine(args)
         reference = None
         try:
