@@ -139,7 +139,6 @@ def check_ids(queries: Sequence[Query], fmt: str) -> None:
     """
     if fmt not in ("trec", "tsv"):
         return
-    bad = (lambda s: not s or any(c.isspace() for c in s)) if fmt == "trec" else (lambda s: not s or "\t" in s)
     what = "whitespace" if fmt == "trec" else "a tab"
     for qi, q in enumerate(queries):
         items = [(q.id, f"query {qi}")] + [
@@ -152,7 +151,8 @@ def check_ids(queries: Sequence[Query], fmt: str) -> None:
                 raise CLIError(
                     f"--format {fmt}: the id of {where} is a {type(value).__name__}; use a string or a number"
                 )
-            if bad(str(value)):
+            text = str(value)
+            if not text or (any(c.isspace() for c in text) if fmt == "trec" else "\t" in text):
                 raise CLIError(
                     f"--format {fmt}: the id of {where}, {value!r}, is empty or holds {what}, which would "
                     f"shift the columns; use ids without {what} or --format jsonl"

@@ -54,7 +54,7 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data; a NaN or an infinity (never valid JSON) becomes ``None``."""
-        return _json_safe(
+        data: dict[str, Any] = _json_safe(
             {
                 "passed": self.passed,
                 "engine": self.engine,
@@ -68,6 +68,7 @@ class CheckReport:
                 "other_clients": None if self.clients is None else self.clients.to_dict(),
             }
         )
+        return data
 
 
 def _json_safe(value: Any) -> Any:
