@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..diagnosis.clients import CLIENTS_TIME_LIMIT
 from . import _engine
 from ._base import EXIT_FAIL, EXIT_OK, PROG, CLIError, CLISubcommand, positive_float
 
@@ -51,9 +52,10 @@ class CheckCommand(CLISubcommand):
         c.add_argument(
             "--clients-time-limit",
             type=positive_float,
-            default=60.0,
+            default=CLIENTS_TIME_LIMIT,
             metavar="SECONDS",
-            help="--engine remote: the most seconds the other-clients part may take altogether (default 60)",
+            help="--engine remote: the most seconds the other-clients part may take altogether "
+            f"(default {CLIENTS_TIME_LIMIT:g})",
         )
         c.add_argument("--json", action="store_true", help="print the report as JSON")
 

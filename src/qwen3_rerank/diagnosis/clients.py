@@ -149,7 +149,7 @@ class ClientsReport:
         return asdict(self)
 
 
-CLIENTS_TIME_LIMIT = 60.0
+CLIENTS_TIME_LIMIT = 120.0
 """Default overall limit, in seconds, of :func:`check_other_clients` (all its requests together)."""
 
 
