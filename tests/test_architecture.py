@@ -29,7 +29,7 @@ PACKAGES = {
 INTEGRATIONS = ("langchain_qwen3_rerank", "llama_index.postprocessor.qwen3_rerank", "haystack_qwen3_rerank")
 
 HEAVY = ("torch", "torch_npu", "transformers", "vllm", "httpx", "httpcore")
-NOT_CORE = ("qwen3_rerank.testing", "qwen3_rerank.reference", "qwen3_rerank.cli")
+NOT_CORE = ("qwen3_rerank.testing", "qwen3_rerank.diagnosis.reference", "qwen3_rerank.cli")
 ENGINES = {
     "transformers": "qwen3_rerank.engines.transformers_engine",
     "vllm": "qwen3_rerank.engines.vllm_engine",

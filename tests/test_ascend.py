@@ -132,7 +132,7 @@ def test_an_npu_that_is_not_there_is_refused_before_loading(monkeypatch, tmp_pat
 
 
 def test_the_reference_imports_torch_npu_too(npu, tiny_model):
-    from qwen3_rerank.reference import build_reference
+    from qwen3_rerank.diagnosis.reference import build_reference
 
     engine, label = build_reference(str(tiny_model), device="npu")
     assert "npu" in label and npu.imports == 1 and "npu" in npu.moves

@@ -6,7 +6,6 @@ script, ``python -m qwen3_rerank`` and ``examples/demo.py`` as subprocesses.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -293,23 +292,15 @@ def test_many_queries_with_their_own_documents_and_progress(reuse_engine, capsys
     )
     assert code == 0, err
     records = [json.loads(line) for line in out.splitlines()]
-    assert [r["query_index"] for r in records] == [0, 0, 1, 1, 1]
+    assert [r["query_index"] for r in records] == [0, 0, 1, 1, 1, 2]
     assert records[0]["query_id"] == "q1"
     assert {r.get("id") for r in records if r["query_index"] == 0} == {None, "s"}
-    assert "3/3" in err  # the progress indicator went to stderr, not stdout
-
-
-def test_progress_without_tqdm_is_a_plain_counter(reuse_engine, capsys, monkeypatch, tmp_path, tiny_model, docs_file):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tqdm" else real(name, *a))
-    queries = tmp_path / "q.txt"
-    queries.write_text("a\nb\n", encoding="utf-8")
-    code, out, err = run(
-        ["rerank", "--queries", queries, "--docs", docs_file, "-m", tiny_model, "--progress", "--json"], capsys
-    )
-    assert code == 0
-    assert "reranking [" in err and "2/2 queries (100%)" in err
-    assert len(json.loads(out)) == 2
+    # The query with "documents": [] gets an explicit empty record, not nothing.
+    assert records[-1] == {
+        "query_index": 2, "query": "empty list", "rank": None, "index": None, "score": None,
+        "empty": "the query has no documents",
+    }  # fmt: skip
+    assert "5/5" in err and "pairs" in err  # progress by pairs, on stderr, not stdout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -674,7 +665,7 @@ def test_info_without_vllm_does_not_import_it(tmp_path):
     ],
 )
 def test_info_prints_the_vllm_serve_command_for_the_installed_vllm(capsys, monkeypatch, installed, flag, where):
-    from qwen3_rerank._serve import display_command, serve_command
+    from qwen3_rerank._vllm_command import display_command, serve_command
 
     version_of = lambda *names: next((installed[n] for n in names if n in installed), None)  # noqa: E731
     monkeypatch.setattr(cli_info, "_package_version", version_of)
@@ -1128,7 +1119,7 @@ def test_the_reference_loads_without_a_progress_bar(capfd, monkeypatch, tiny_mod
     # `check --engine remote` loads the official formula: its weights bar must not reach the terminal.
     from transformers.utils import logging as hf_logging
 
-    from qwen3_rerank.reference import OfficialFormula, build_reference
+    from qwen3_rerank.diagnosis.reference import OfficialFormula, build_reference
 
     monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
     was = hf_logging.is_progress_bar_enabled()

@@ -1,4 +1,4 @@
-"""What other clients of a vLLM server get (:mod:`qwen3_rerank.diagnosis_clients`), against fakes.
+"""What other clients of a vLLM server get (:mod:`qwen3_rerank.diagnosis.clients`), against fakes.
 
 Each fake server answers ``/rerank``, ``/v1/rerank``, ``/score`` and ``/tokenize`` in vLLM 0.32's
 shapes and scores, with the float32 embedded engine on the tiny model, the prompt IT renders: the
@@ -21,7 +21,7 @@ import pytest
 from qwen3_rerank import prompts
 from qwen3_rerank._scores import probability
 from qwen3_rerank.diagnosis import CHECK_CASES, CheckReport, format_check_report, run_check
-from qwen3_rerank.diagnosis_clients import (
+from qwen3_rerank.diagnosis.clients import (
     CLIENT_CASES,
     ENDPOINTS,
     ClientsReport,
@@ -247,3 +247,149 @@ def test_the_section_is_in_the_json_and_the_text(ask, transformers_engine):
     text = format_check_report(report)
     assert "other clients of this server" in text and clients.verdict in text
     assert "scores the bare query and document" in text
+
+
+def _imported_modules(path: Any, package: str) -> set[str]:
+    """Absolute names of the ``qwen3_rerank`` modules a source file imports (at any level)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    here = package.split(".")
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = here[: len(here) - node.level + 1] if node.level else []
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_the_check_is_one_package_without_an_import_circle() -> None:
+    """diagnosis/: _cases <- reference, clients <- _check <- __init__; nothing imports back up."""
+
+    import qwen3_rerank
+
+    src = Path(qwen3_rerank.__file__).parent
+    folder = src / "diagnosis"
+    assert sorted(p.name for p in folder.glob("*.py")) == [
+        "__init__.py",
+        "_cases.py",
+        "_check.py",
+        "clients.py",
+        "reference.py",
+    ]
+    for old in ("diagnosis.py", "diagnosis_clients.py", "reference.py", "_serve.py"):
+        assert not (src / old).exists(), old
+    layer = {"_cases": 0, "reference": 1, "clients": 1, "_check": 2, "__init__": 3}
+    for name, level in layer.items():
+        imports = _imported_modules(folder / f"{name}.py", "qwen3_rerank.diagnosis")
+        for other, other_level in layer.items():
+            module = "qwen3_rerank.diagnosis" + ("" if other == "__init__" else f".{other}")
+            if other != name and module in imports:
+                assert other_level < level, f"diagnosis/{name}.py imports {module}, which is not below it"
+
+
+def test_reference_scores_has_no_formula_of_its_own() -> None:
+    """testing.reference_scores is OfficialFormula: the model card's formula is written once."""
+    import inspect
+
+    from qwen3_rerank import testing
+    from qwen3_rerank.diagnosis import reference
+
+    body = inspect.getsource(testing.reference_scores)
+    assert "OfficialFormula" in body
+    assert "logits" in body and "softmax(" not in body.split('"""')[-1] and "AutoModel" not in body
+    assert "AutoModelForCausalLM" in inspect.getsource(reference.OfficialFormula)
+
+
+class HostileServer(FakeServer):
+    """Answers in the right shape, with one value no honest server sends (issue 25, item 10)."""
+
+    def __init__(self, reference: Any, *, field: str, value: Any) -> None:
+        super().__init__(reference, card)
+        self.field, self.value = field, value
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        response = super().__call__(request)
+        if request.url.path not in ENDPOINTS:
+            return response
+        body = json.loads(response.content)
+        items = body.get("results") or body.get("data")
+        last = max(items, key=lambda item: item["index"])
+        # The last document's item: an index of -1 there still named it (indices[-1]) before.
+        key = self.field if self.field == "index" else ("relevance_score" if "results" in body else "score")
+        last[key] = self.value
+        return httpx.Response(200, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("index", -1, "index -1 is not a position"),
+        ("index", 0.9, "index 0.9 is not an integer"),
+        ("index", "0", "index '0' is not an integer"),
+        ("index", True, "index True is not an integer"),
+        ("score", float("nan"), "score nan is not a finite number"),
+        ("score", float("inf"), "score inf is not a finite number"),
+        ("score", "0.5", "score '0.5' is not a number"),
+    ],
+)
+def test_hostile_answers_are_refused_not_scored(ask, transformers_engine, field, value, fragment):
+    report = ask(HostileServer(transformers_engine, field=field, value=value))
+    for e in report.endpoints:
+        assert e.scores is None, (e.endpoint, e.scores)
+        assert fragment in (e.note or ""), (e.endpoint, e.note)
+    assert "offers none" in report.verdict
+    json.dumps(CheckReport(passed=False, engine="remote", clients=report).to_dict(), allow_nan=False)
+
+
+def test_check_report_json_never_holds_nan_or_infinity() -> None:
+    report = CheckReport(passed=False, engine="x", max_diff=float("nan"), tolerance=float("inf"))
+    report.rows.append({"case": "relevant", "score": float("-inf"), "reference": 0.5, "diff": float("nan")})
+    data = report.to_dict()
+    text = json.dumps(data, allow_nan=False)  # raised ValueError before: NaN is not JSON
+    assert data["max_diff"] is None and data["tolerance"] is None and data["cases"][0]["diff"] is None
+    assert "NaN" not in text and "Infinity" not in text
+
+
+class _SilentServer:
+    """A server whose raw endpoints never answer in time: each request waits out what it is given."""
+
+    model_name = ""
+
+    def __init__(self, wait: float, *, takes_seconds: bool) -> None:
+        self.wait, self.calls, self.times = wait, [], []
+        if takes_seconds:
+            self.request_json = self._with_seconds
+        else:
+            self.request_json = self._without_seconds
+
+    def _with_seconds(self, method: str, path: str, payload: Any, seconds: float | None = None) -> Any:
+        return self._without_seconds(method, path, payload, limit=seconds)
+
+    def _without_seconds(self, method: str, path: str, payload: Any, limit: float | None = None) -> Any:
+        import time
+
+        from qwen3_rerank import EngineError
+
+        self.calls.append(path)
+        self.times.append(time.monotonic())
+        time.sleep(self.wait if limit is None else min(self.wait, limit))
+        self.times.append(time.monotonic())
+        raise EngineError(f"{path}: timed out")
+
+
+@pytest.mark.parametrize("takes_seconds", [True, False])
+def test_the_other_clients_part_has_an_overall_time_limit(transformers_engine, takes_seconds):
+    server = _SilentServer(0.6 if not takes_seconds else 30.0, takes_seconds=takes_seconds)
+    report = check_other_clients(server, transformers_engine, tolerance=1e-4, time_limit=1.0)
+    assert report is not None and report.timed_out
+    # 14 requests of 0.6 s (or 30 s each) without the limit; with it, about 1 s (+ one request at most).
+    waited = server.times[-1] - server.times[0]
+    assert waited < (1.9 if not takes_seconds else 1.3), waited
+    assert len(server.calls) < 14
+    assert any("spent its 1 s limit" in (e.note or "") for e in report.endpoints)
+    assert "did not answer within the check's time limit" in report.verdict

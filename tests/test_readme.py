@@ -207,8 +207,8 @@ def test_the_tutorial_section_maps_every_step():
 
 
 def test_the_tutorial_server_commands_follow_the_one_rule():
-    """The quoted tutorial line and ours are what qwen3_rerank._serve gives for their vLLM versions."""
-    from qwen3_rerank._serve import serve_command
+    """The quoted tutorial line and ours are what qwen3_rerank._vllm_command gives for their vLLM versions."""
+    from qwen3_rerank._vllm_command import serve_command
 
     assert len(TUTORIAL_COMMANDS) >= 3, TUTORIAL_COMMANDS
     for argv in TUTORIAL_COMMANDS:
@@ -223,7 +223,7 @@ def test_the_tutorial_server_commands_follow_the_one_rule():
 def test_the_tutorial_server_commands_against_the_installed_vllm_parser(argv):
     """Parsed by the installed vLLM's own ``vllm serve`` parser: ``--task`` fails exactly where the README says."""
     vllm = pytest.importorskip("vllm")
-    from qwen3_rerank._serve import TASK_REMOVED_IN, vllm_release
+    from qwen3_rerank._vllm_command import TASK_REMOVED_IN, vllm_release
     from qwen3_rerank.engines.vllm_engine import ORIGINAL_RERANKER_OVERRIDES
     from tests_support.vllm_cli import VLLMServeUsageError, parse_vllm_serve
 

@@ -20,7 +20,7 @@ def raw_client_diff(
 
     from qwen3_rerank import Qwen3Tokenizer, prompts
     from qwen3_rerank.diagnosis import CHECK_CASES
-    from qwen3_rerank.diagnosis_clients import CLIENT_CASES
+    from qwen3_rerank.diagnosis.clients import CLIENT_CASES
     from qwen3_rerank.testing import reference_scores
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

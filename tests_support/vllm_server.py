@@ -69,7 +69,7 @@ def pooling_flags(version: str | None = None) -> list[str]:
     if not version:
         return ["--runner", "pooling"]
     # The library's own rule (what `qwen3-rerank info` prints), so every test server proves it.
-    from qwen3_rerank._serve import serve_command
+    from qwen3_rerank._vllm_command import serve_command
 
     argv = serve_command("MODEL", vllm_version=version)
     return argv[3 : argv.index("--hf-overrides")]

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import prompts
+from ._bounded import encode_bounded
 from ._exceptions import ConfigurationError
 from ._tokenizer import Tokenizer
 from ._types import EncodedPair
@@ -268,7 +269,10 @@ class PairEncoder:
 
         active = [i for i, docs in enumerate(doc_lists) if docs]
         instruction_ids, query_ids = self._encode_query_parts([queries[i] for i in active], instruction)
-        flat_ids = self.encode_documents([d for i in active for d in doc_lists[i]])
+        # Truncating, no document keeps more than the room after the template; one id more says
+        # that it was cut, and gives _fit_query the same decision as the whole document would.
+        keep = None if long_documents == "window" else max_length - len(self.prefix_ids) - len(self.suffix_ids) + 1
+        flat_ids = self.encode_documents([d for i in active for d in doc_lists[i]], max_tokens=keep)
 
         planned: list[PlannedQuery] = [PlannedQuery(query=q, documents=(), planned=()) for q in queries]
         pairs: list[EncodedPair] = []
@@ -318,15 +322,23 @@ class PairEncoder:
         instruction_ids, query_ids = self._encode_query_parts(queries, instruction)
         return [instruction_ids + q for q in query_ids]
 
-    def encode_documents(self, documents: Sequence[str]) -> list[list[int]]:
-        """Encode ``"<Document>: {doc}"`` for every document in one batch call."""
-        encoded = self.tokenizer.encode_plain([prompts.format_document(d) for d in documents])
+    def encode_documents(self, documents: Sequence[str], *, max_tokens: int | None = None) -> list[list[int]]:
+        """Encode ``"<Document>: {doc}"`` for every document (one batch call for the short ones).
+
+        Args:
+            documents: The documents.
+            max_tokens: Keep at most this many ids of each (``None``: all). A long document is
+                then tokenized only as far as needed: its first ``max_tokens`` ids are exactly
+                those of the whole text, but the work (and memory) is bounded by what is kept. A
+                long document is tokenized in pieces either way, which bounds the tokenizer's
+                peak memory (``long_documents="window"`` needs every token).
+        """
+        encoded = encode_bounded(self.tokenizer, [prompts.format_document(d) for d in documents], max_tokens)
         n = len(self.header_ids)
         for ids in encoded:
             if ids[:n] != self.header_ids:  # pragma: no cover - holds for every byte-level BPE
                 raise ConfigurationError(
-                    "this tokenizer merges the '<Document>:' label with the document text; it is "
-                    "not a Qwen3 tokenizer"
+                    "this tokenizer merges the '<Document>:' label with the document text; it is not a Qwen3 tokenizer"
                 )
         return encoded
 

@@ -23,7 +23,7 @@ from ._exceptions import ConfigurationError, EngineError
 from ._scores import probability
 from ._types import EngineOutput, Ranking, RerankResult, RerankStats
 from .engines import Engine, create_engine
-from .engines._base import validate_output
+from .engines._base import ascore_checked, validate_output
 
 __all__ = ["USE_DEFAULT", "Reranker", "UseDefault", "check_top_n"]
 
@@ -286,7 +286,7 @@ class Reranker:
             plan = await asyncio.to_thread(self._plan, call)
         else:
             plan = self._plan(call)
-        output = await self._engine.ascore(plan.pairs) if plan.pairs else EngineOutput(logits=[])
+        output = await ascore_checked(self._engine, plan.pairs) if plan.pairs else EngineOutput(logits=[])
         return self._finish(call, plan, output)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[float]:

@@ -198,21 +198,15 @@ def reference_scores(model_dir: str | os.PathLike[str], sequences: Sequence[Sequ
 
     Runs the original ``Qwen3ForCausalLM`` on each token sequence, takes the full vocabulary
     logits at the last position and returns ``softmax([logit_no, logit_yes])[1]`` in float32.
-    This is the model card's computation; every engine is tested against it.
+    This is the model card's computation; every engine is tested against it. It is
+    :class:`qwen3_rerank.diagnosis.reference.OfficialFormula` (the reference of ``qwen3-rerank
+    check``), on the CPU: one implementation of the formula.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
+    from ._scores import probability
+    from .diagnosis.reference import OfficialFormula
 
-    from ._tokenizer import Qwen3Tokenizer
-
-    tok = Qwen3Tokenizer.from_pretrained(model_dir)
-    yes, no = tok.token_id("yes"), tok.token_id("no")
-    with quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-    scores = []
-    with torch.inference_mode():
-        for ids in sequences:
-            logits = model(torch.tensor([list(ids)])).logits[0, -1, :]
-            pair = torch.stack([logits[no], logits[yes]])
-            scores.append(float(torch.nn.functional.log_softmax(pair, dim=0)[1].exp()))
-    return scores
+    formula = OfficialFormula(str(model_dir))
+    try:
+        return [probability(v) for v in formula.logits(sequences)]
+    finally:
+        formula.close()

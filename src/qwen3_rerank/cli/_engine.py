@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import engines, settings
+from .._exceptions import ConfigurationError
 from ..settings import DEFAULT_MODEL, ENGINE_NAMES, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
 from ._base import CLIError, positive_int
 
 if TYPE_CHECKING:
     from ..engines import Engine
 
-__all__ = ["add_engine_arguments", "build_engine", "engine_kwargs", "model_for"]
+__all__ = ["add_engine_arguments", "build_engine", "check_device", "engine_kwargs", "model_for"]
 
 
 def _engine_option(text: str) -> tuple[str, Any]:
@@ -121,9 +122,29 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             )
         options.setdefault("device", args.device)
     settings.validate_engine_options(args.engine, options)  # before -o model=... collides with --model
+    device = options.get("device")
+    if isinstance(device, str) and device != "auto":
+        check_device(device)
     return settings.engine_kwargs(
         args.engine, model=args.model, base_url=args.base_url, api_key=args.api_key, **options
     )
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this host cannot use (``--device cuda`` on a CPU-only torch), before a model loads.
+
+    Imports torch only for an accelerator (``cuda``, ``npu``), which the engine loads anyway.
+    """
+    if device.partition(":")[0] not in ("cuda", "npu"):
+        return
+    from .._devices import prepare_device
+
+    try:
+        prepare_device(device)
+    except ImportError:
+        return  # no torch: the engine says which extra to install
+    except ConfigurationError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def build_engine(args: argparse.Namespace) -> Engine:

@@ -12,7 +12,7 @@ import json
 import math
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,35 +24,75 @@ __all__ = ["Doc", "Query", "check_text", "read_documents", "read_queries"]
 
 @dataclass
 class Doc:
-    """A document and its optional ``id`` (echoed in the output)."""
+    """A document, its optional ``id`` and its other JSONL fields (all echoed in the output)."""
 
     text: str
     id: Any = None
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Query:
-    """A query, its optional ``id`` and, from a JSONL queries file, its own documents."""
+    """A query, its optional ``id``, its other JSONL fields and, from a JSONL queries file, its own documents."""
 
     text: str
     id: Any = None
     documents: list[Doc] | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+MAX_INPUT_BYTES = 1 << 30
+"""Most bytes read from one input (a file or stdin): a larger or endless one (``/dev/zero``) is
+refused with a clear error instead of filling the memory."""
+
+
+def _split_lines(text: str) -> list[str]:
+    """Split at ``\n`` (and ``\r\n``) only.
+
+    ``str.splitlines`` also breaks at form feed (``pdftotext`` puts one between pages), vertical
+    tab, ``\x1c``-``\x1e``, NEL, U+2028, U+2029 and a lone ``\r``: a document holding one would
+    become two and shift every later index. Those characters stay inside the line.
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _too_large(what: str, source: str) -> CLIError:
+    return CLIError(
+        f"{source} holds more than {MAX_INPUT_BYTES:,} bytes of {what} (or never ends, like /dev/zero): "
+        "split it into smaller files, or pass a regular file"
+    )
+
+
+def _read_bounded(stream: Any, what: str, source: str) -> bytes | str:
+    """At most :data:`MAX_INPUT_BYTES` from ``stream`` (bytes, or characters of a text stream)."""
+    data = stream.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise _too_large(what, source)
+    return data  # type: ignore[no-any-return]
 
 
 def _open_text(path: str, what: str) -> Iterator[tuple[int, str]]:
     """Yield (line number, line without its newline) of a file or of stdin ('-')."""
     if path == "-":
         stream: TextIO = sys.stdin
+        binary = getattr(stream, "buffer", None)  # a text stream without one: tests, embedding
         try:
-            lines = stream.read().splitlines()
+            data = _read_bounded(binary if binary is not None else stream, what, "stdin")
+            text = data.decode("utf-8") if isinstance(data, bytes) else data
         except UnicodeDecodeError as exc:
             raise CLIError(f"cannot read {what} from stdin: not UTF-8 text ({exc.reason})") from None
-        yield from enumerate(lines, 1)
+        yield from enumerate(_split_lines(text), 1)
         return
     name = path
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8-sig")
+        with p.open("rb") as f:
+            raw = _read_bounded(f, what, f"{what} file {name!r}")
+        assert isinstance(raw, bytes)
+        text = raw.decode("utf-8-sig")
     except FileNotFoundError:
         raise CLIError(f"cannot read {what} file {name!r}: no such file") from None
     except IsADirectoryError:
@@ -63,7 +103,7 @@ def _open_text(path: str, what: str) -> Iterator[tuple[int, str]]:
         raise CLIError(f"cannot read {what} file {name!r}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise CLIError(f"cannot read {what} file {name!r}: {exc.strerror or exc}") from None
-    yield from enumerate(text.splitlines(), 1)
+    yield from enumerate(_split_lines(text), 1)
 
 
 def _is_jsonl(path: str, lines: list[tuple[int, str]], fmt: str) -> bool:
@@ -97,6 +137,8 @@ def _parse_json_line(line: str, where: str) -> Any:
         return json.loads(line, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise CLIError(f"{where}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise CLIError(f"{where}: the JSON is nested too deeply") from None
     except _NotStandardJSON as exc:
         raise CLIError(f"{where}: {exc} (use a string or a finite number)") from None
 
@@ -120,6 +162,22 @@ def _check_id(value: Any, where: str) -> None:
         check_text(value, f"{where}: the id")
 
 
+def _other_fields(value: dict[str, Any], known: tuple[str, ...], where: str) -> dict[str, Any]:
+    """The object's fields but ``known``, checked for lone surrogates (they are written back)."""
+    fields = {k: v for k, v in value.items() if k not in known}
+    stack: list[Any] = [fields]
+    while stack:  # iterative: json.loads allows nesting deeper than a recursive walk would
+        item = stack.pop()
+        if isinstance(item, str):
+            check_text(item, f"{where}: a field")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return fields
+
+
 def _doc_from_value(value: Any, where: str) -> Doc:
     if isinstance(value, str):
         check_text(value, f"{where}: the document text")
@@ -128,10 +186,10 @@ def _doc_from_value(value: Any, where: str) -> Doc:
         text = value.get("text")
         if not isinstance(text, str):
             got = "missing" if "text" not in value else f"a {type(text).__name__}"
-            raise CLIError(f"{where}: each document needs a \"text\" field holding a string ({got})")
+            raise CLIError(f'{where}: each document needs a "text" field holding a string ({got})')
         check_text(text, f"{where}: the document text")
         _check_id(value.get("id"), where)
-        return Doc(text, value.get("id"))
+        return Doc(text, value.get("id"), _other_fields(value, ("text", "id"), where))
     raise CLIError(
         f'{where}: a document must be a JSON object with a "text" field or a string, got {type(value).__name__}'
     )
@@ -180,22 +238,22 @@ def read_queries(path: str, fmt: str = "auto") -> list[Query]:
                 )
             text = value.get("query", value.get("text"))
             if not isinstance(text, str):
-                raise CLIError(f"{where}: each query needs a \"query\" field holding a string")
+                raise CLIError(f'{where}: each query needs a "query" field holding a string')
             check_text(text, f"{where}: the query")
             _check_id(value.get("id"), where)
             docs = value.get("documents")
             parsed = None
             if docs is not None:
                 if not isinstance(docs, list):
-                    raise CLIError(f"{where}: \"documents\" must be a list of strings or objects with \"text\"")
+                    raise CLIError(f'{where}: "documents" must be a list of strings or objects with "text"')
                 parsed = [_doc_from_value(d, where) for d in docs]
-            queries.append(Query(text, value.get("id"), parsed))
+            fields = _other_fields(value, ("query", "text", "id", "documents"), where)
+            queries.append(Query(text, value.get("id"), parsed, fields))
     else:
         for number, line in lines:
             if line.strip():
                 check_text(line, f"{name}, line {number}: the query")
                 queries.append(Query(line))
     if not queries:
-        raise CLIError(f"no queries in {name}: give one query per line, or JSONL with a \"query\" field")
+        raise CLIError(f'no queries in {name}: give one query per line, or JSONL with a "query" field')
     return queries
-

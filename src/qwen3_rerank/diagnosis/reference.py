@@ -14,16 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from . import prompts
-from ._devices import prepare_device, quiet_transformers
-from ._exceptions import missing_dependency
-from ._tokenizer import Qwen3Tokenizer
-from ._types import EncodedPair, EngineOutput
-from .engines import Engine
+from .. import prompts
+from .._devices import prepare_device, quiet_transformers
+from .._exceptions import missing_dependency
+from .._tokenizer import Qwen3Tokenizer
+from .._types import EncodedPair, EngineOutput
+from ..engines import Engine
 
 __all__ = ["OfficialFormula", "build_reference"]
-
-
 
 
 class OfficialFormula(Engine):
@@ -36,7 +34,7 @@ class OfficialFormula(Engine):
 
     Example:
         >>> from qwen3_rerank import Reranker
-        >>> from qwen3_rerank.reference import OfficialFormula
+        >>> from qwen3_rerank.diagnosis.reference import OfficialFormula
         >>> reference = OfficialFormula("Qwen/Qwen3-Reranker-0.6B")  # doctest: +SKIP
         >>> Reranker(reference).rerank("what is BM25?", ["BM25 is a ranking function."])  # doctest: +SKIP
     """
@@ -66,7 +64,13 @@ class OfficialFormula(Engine):
         return self._tokenizer
 
     def logits(self, sequences: Sequence[Sequence[int]]) -> list[float]:
-        """``logit_yes - logit_no`` at the last position of each token sequence."""
+        """``logit_yes - logit_no`` at the last position of each token sequence.
+
+        This is the model card's formula, and its only implementation in the library:
+        ``softmax([logit_no, logit_yes])[1]`` is ``sigmoid(logit_yes - logit_no)``, which
+        :func:`~qwen3_rerank._scores.probability` computes (:func:`qwen3_rerank.testing.reference_scores`
+        is this method followed by that conversion).
+        """
         torch = self._torch
         out = []
         with torch.inference_mode():
@@ -95,10 +99,10 @@ def build_reference(model: str, *, device: str = "cpu") -> tuple[Engine, str]:
         ConfigurationError: ``model`` is not a Qwen3-Reranker checkpoint.
         MissingDependencyError: torch or transformers is not installed.
     """
-    from .engines.transformers_engine import CAUSAL, TransformersEngine, read_architecture
+    from ..engines.transformers_engine import CAUSAL, TransformersEngine, read_architecture
 
     if device == "auto":
-        from ._devices import auto_device
+        from .._devices import auto_device
 
         device = auto_device()
     architecture, _ = read_architecture(model)

@@ -16,7 +16,7 @@ runs as a pooling model as it is. For ``--runner`` a pre-release (``0.10.1rc1``)
 than its release, so an early build of 0.10.1 gets ``--task score``, which it still accepts.
 
 Example:
-    >>> from qwen3_rerank._serve import serve_command, display_command
+    >>> from qwen3_rerank._vllm_command import serve_command, display_command
     >>> display_command(serve_command("Qwen/Qwen3-Reranker-0.6B", vllm_version="0.32.0"))[:57]
     'vllm serve Qwen/Qwen3-Reranker-0.6B --runner pooling --hf'
     >>> serve_command("Qwen/Qwen3-Reranker-0.6B", vllm_version="0.10.0")[3:5]

@@ -1,4 +1,4 @@
-"""The ``vllm serve`` command per vLLM version (``qwen3_rerank._serve``): each boundary, and the real parser."""
+"""The ``vllm serve`` command per vLLM version (``qwen3_rerank._vllm_command``): each boundary, and the real parser."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from qwen3_rerank._serve import display_command, serve_command, serve_hf_overrides, vllm_release
+from qwen3_rerank._vllm_command import display_command, serve_command, serve_hf_overrides, vllm_release
 from qwen3_rerank.engines.remote import _protocol
 from qwen3_rerank.engines.vllm_engine import ORIGINAL_RERANKER_OVERRIDES
 from tests_support.vllm_server import SEED_HF_OVERRIDES

@@ -16,23 +16,29 @@ shows the exact tokens where the server renders with the template it scores with
 ``/score`` reported). Endpoints a server does not offer are reported as such.
 
 Example:
-    >>> from qwen3_rerank.diagnosis_clients import explain_scores
+    >>> from qwen3_rerank.diagnosis.clients import explain_scores
     >>> explain_scores([0.5, 0.7], {"model_card": [0.5, 0.7], "bare": [0.4, 0.6]}, 1e-4)
     'model_card'
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import prompts
-from ._exceptions import EngineError
-from ._scores import probability
+from .. import prompts
+from .._exceptions import EngineError
+from .._scores import probability
+from ._cases import CHECK_CASES
+from ._cases import max_abs as _max_abs
 
 __all__ = [
     "CAUSES",
+    "CLIENTS_TIME_LIMIT",
     "CLIENT_CASES",
     "ENDPOINTS",
     "RENDERINGS",
@@ -95,10 +101,6 @@ def render(kind: str, query: str, document: str) -> str:
     raise ValueError(f"unknown rendering {kind!r}; choose one of {sorted(RENDERINGS)}")
 
 
-def _max_abs(a: Sequence[float], b: Sequence[float]) -> float:
-    return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
-
-
 def explain_scores(scores: Sequence[float], hypotheses: Mapping[str, Sequence[float]], tolerance: float) -> str | None:
     """The rendering whose scores reproduce ``scores``, or ``None``.
 
@@ -140,22 +142,31 @@ class ClientsReport:
     tokenize: dict[str, Any] | None = None
     cases: list[str] = field(default_factory=list)
     model_card: list[float] = field(default_factory=list)
+    timed_out: bool = False
+    """The time limit was spent before every request was made (the rest are reported as not asked)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def check_other_clients(engine: Any, reference: Any, *, tolerance: float) -> ClientsReport | None:
+CLIENTS_TIME_LIMIT = 120.0
+"""Default overall limit, in seconds, of :func:`check_other_clients` (all its requests together)."""
+
+
+def check_other_clients(
+    engine: Any, reference: Any, *, tolerance: float, time_limit: float = CLIENTS_TIME_LIMIT
+) -> ClientsReport | None:
     """Compare what the server's own text endpoints answer raw clients with the model card.
 
     ``engine`` must offer ``request_json`` (the remote engine does; ``None`` is returned for any
     other engine); ``reference`` scores token ids on the same weights (``.tokenizer``, ``.logits``).
+    All its requests together get ``time_limit`` seconds: a request is not started once they are
+    spent, and each gets only what is left when ``request_json`` takes a ``seconds`` keyword. What
+    was not asked in time is reported as such (:attr:`ClientsReport.timed_out`).
     """
-    ask = getattr(engine, "request_json", None)
-    if not callable(ask):
+    raw_ask = getattr(engine, "request_json", None)
+    if not callable(raw_ask):
         return None
-    from .diagnosis import CHECK_CASES
-
     cases = [c for c in CHECK_CASES if c.name in CLIENT_CASES]
     tokenizer = reference.tokenizer
     ids = {k: [tokenizer.encode_template(render(k, c.query, c.document)) for c in cases] for k in RENDERINGS}
@@ -163,6 +174,7 @@ def check_other_clients(engine: Any, reference: Any, *, tolerance: float) -> Cli
     card, card_counts = hyps["model_card"], [len(s) for s in ids["model_card"]]
     model = getattr(engine, "model_name", "") or None
     report = ClientsReport(verdict="", cases=[c.name for c in cases], model_card=card)
+    ask = _Bounded(raw_ask, time_limit)  # the clock starts with the first request
     per_pair: list[int | None] = []
     for path in ENDPOINTS:
         if path == "/score":
@@ -175,14 +187,67 @@ def check_other_clients(engine: Any, reference: Any, *, tolerance: float) -> Cli
             result.model_card_tokens = sum(card_counts)
         report.endpoints.append(result)
     report.tokenize = _tokenize_evidence(ask, cases[0], model, ids, tokenizer, per_pair[0] if per_pair else None)
+    report.timed_out = ask.ran_out
     _verdict(report)
     return report
+
+
+class _OutOfTime(EngineError):
+    """The other-clients part spent its time limit before this request."""
+
+
+class _Bounded:
+    """``request_json`` under one overall deadline (issue: 991 s against endpoints that never answer)."""
+
+    def __init__(self, ask: Any, seconds: float) -> None:
+        self.ask, self.seconds = ask, seconds
+        self.deadline = time.monotonic() + seconds
+        try:
+            self.per_request = "seconds" in inspect.signature(ask).parameters
+        except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+            self.per_request = False
+        self.ran_out = False
+
+    def __call__(self, method: str, path: str, payload: Any) -> tuple[int, Any, str]:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self.ran_out = True
+            raise _OutOfTime(f"not asked: the other-clients check spent its {self.seconds:g} s limit")
+        if self.per_request:
+            result: tuple[int, Any, str] = self.ask(method, path, payload, seconds=left)
+        else:
+            result = self.ask(method, path, payload)
+        return result
+
+
+class _Malformed(ValueError):
+    """An answer of the right shape holding a value no honest server sends."""
+
+
+def _index(value: Any, count: int) -> int:
+    """A document position from an answer: an ``int`` (not a bool, float or string) in ``[0, count)``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Malformed(f"index {value!r} is not an integer")
+    if not 0 <= value < count:
+        raise _Malformed(f"index {value} is not a position among the {count} documents sent")
+    return value
+
+
+def _score(value: Any) -> float:
+    """A score from an answer: a finite JSON number (not a string, a bool, NaN or an infinity)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Malformed(f"score {value!r} is not a number")
+    if not math.isfinite(value):
+        raise _Malformed(f"score {value!r} is not a finite number")
+    return float(value)
 
 
 def _post(ask: Any, path: str, payload: dict[str, Any]) -> tuple[int | None, Any, str | None]:
     """(status, JSON, note); a failure to reach the server is a note, never an exception."""
     try:
         status, body, text = ask("POST", path, payload)
+    except _OutOfTime as exc:
+        return None, None, str(exc)
     except EngineError as exc:
         return None, None, f"no answer: {' '.join(str(exc).split())[:300]}"
     return status, body, None if status < 300 else f"HTTP {status}: {text[:200]}"
@@ -207,8 +272,13 @@ def _ask_rerank(ask: Any, path: str, cases: Sequence[Any], model: str | None) ->
             return _not_offered(path, status, note)
         try:
             for item in body["results"]:
-                scores[indices[int(item["index"])]] = float(item["relevance_score"])
+                position = _index(item["index"], len(indices))
+                if scores[indices[position]] is not None:
+                    raise _Malformed(f"index {position} twice")
+                scores[indices[position]] = _score(item["relevance_score"])
             used = (body.get("usage") or {}).get("prompt_tokens")
+        except _Malformed as exc:
+            return EndpointResult(path, True, status, f"a malformed rerank answer: {exc}")
         except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             return EndpointResult(path, True, status, "an answer that is not a Cohere/Jina rerank answer")
         tokens = tokens + used if isinstance(tokens, int) and isinstance(used, int) else None
@@ -227,8 +297,13 @@ def _ask_score(ask: Any, cases: Sequence[Any], model: str | None) -> tuple[Endpo
         if note is not None:
             return _not_offered("/score", status, note), []
         try:
-            scores.append(float(body["data"][0]["score"]))
+            item = body["data"][0]
+            if "index" in item:
+                _index(item["index"], 1)
+            scores.append(_score(item["score"]))
             used = (body.get("usage") or {}).get("prompt_tokens")
+        except _Malformed as exc:
+            return EndpointResult("/score", True, status, f"a malformed /score answer: {exc}"), []
         except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             return EndpointResult("/score", True, status, "an answer that is not a vLLM /score answer"), []
         counts.append(used if isinstance(used, int) else None)
@@ -273,6 +348,9 @@ def _tokenize_evidence(
 def _verdict(report: ClientsReport) -> None:
     offered = [e for e in report.endpoints if e.scores is not None]
     if not offered:
+        if report.timed_out:
+            report.verdict = "other clients: not known, the server did not answer within the check's time limit"
+            return
         report.verdict = "other clients: the server offers none of " + ", ".join(ENDPOINTS) + " for raw text"
         return
     report.max_diff = max(e.max_diff or 0.0 for e in offered)
