@@ -119,3 +119,21 @@ async def test_ascore_pairs_uses_the_async_path(tiny_tokenizer):
 def test_score_pairs_refuses_what_is_not_pairs(tiny_tokenizer, bad):
     with pytest.raises(TypeError, match="pair"):
         Reranker(FakeEngine(tiny_tokenizer)).score_pairs(bad)
+
+
+# -- progress by pairs in the Python API (issue 25 item 24) ---------------------------------------
+async def test_show_progress_bar_draws_by_pairs_and_keeps_the_scores(tiny_tokenizer, capsys):
+    docs = [f"document number {i}" for i in range(1100)]  # more than one run of 1,024
+    engine = FakeEngine(tiny_tokenizer)
+    quiet = Reranker(engine).rerank("q", docs)
+    assert engine.calls == ["score"] and capsys.readouterr().err == ""  # off by default: one call, no output
+    loud = Reranker(engine, show_progress_bar=True).rerank("q", docs)
+    err = capsys.readouterr().err
+    assert "reranking" in err and "1100/1100" in err and "pairs" in err
+    assert engine.calls == ["score", "score", "score"]  # 1,024 + 76
+    assert [(r.index, r.score) for r in loud] == [(r.index, r.score) for r in quiet]
+    many = await Reranker(engine).arerank_many(["q"], [docs], show_progress_bar=True)
+    assert "1100/1100" in capsys.readouterr().err and engine.calls[-2:] == ["ascore", "ascore"]
+    assert [(r.index, r.score) for r in many[0]] == [(r.index, r.score) for r in quiet]
+    assert Reranker(engine).score_pairs([("q", d) for d in docs], show_progress_bar=True)
+    assert "1100/1100" in capsys.readouterr().err

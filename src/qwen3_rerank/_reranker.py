@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import _progress
+from ._defaults import USE_DEFAULT, UseDefault, check_top_n
 from ._encoding import LongDocuments, PairEncoder, PlannedQuery, RerankPlan, check_plan_options, validate_texts
 from ._exceptions import ConfigurationError, EngineError
 from ._scores import probability
@@ -25,49 +27,11 @@ from ._types import EngineOutput, Ranking, RerankResult, RerankStats
 from .engines import Engine, create_engine
 from .engines._base import ascore_checked, validate_output
 
-__all__ = ["USE_DEFAULT", "Reranker", "UseDefault", "check_top_n"]
+__all__ = ["USE_DEFAULT", "Reranker", "UseDefault", "check_top_n"]  # the last three from _defaults
 
 logger = logging.getLogger("qwen3_rerank")
 
 DEFAULT_MAX_LENGTH = 8192
-
-
-class UseDefault:
-    """The type of :data:`USE_DEFAULT`: "this option was not given for the call"."""
-
-    _instance: UseDefault | None = None
-
-    def __new__(cls) -> UseDefault:  # one instance, also after copy and pickle
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __reduce__(self) -> str:
-        return "USE_DEFAULT"
-
-    def __repr__(self) -> str:
-        return "USE_DEFAULT"
-
-
-USE_DEFAULT: Any = UseDefault()
-"""The default of a per-call option: use the value the object was configured with.
-
-Distinct from ``None``, which means "no limit" for ``top_n`` (every result), in the style of
-httpx's ``USE_CLIENT_DEFAULT``: ``reranker.rerank(q, docs)`` keeps the reranker's ``top_n``,
-``reranker.rerank(q, docs, top_n=None)`` returns every document. The integrations use the same
-marker for their own per-call defaults.
-"""
-
-
-def check_top_n(top_n: Any) -> int | None:
-    """``top_n`` if it is a positive int or ``None`` (all results); anything else is a ValueError.
-
-    ``0`` is refused: some rerank APIs (NVIDIA's, vLLM's ``/rerank``) read it as "all", others as
-    "none", so it cannot mean either silently here.
-    """
-    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n <= 0):
-        raise ValueError(f"top_n must be a positive int, or None for all results; got {top_n!r} (use None for all)")
-    return top_n
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +67,9 @@ class Reranker:
         long_documents: ``"truncate"`` (default) cuts a document that does not fit;
             ``"window"`` scores overlapping windows of it and keeps the best.
         window_overlap: Tokens shared by consecutive windows in ``"window"`` mode.
+        show_progress_bar: Draw a progress bar by pairs on stderr for a call of more than 1,024
+            sequences (sentence-transformers' option of the same name); a call's own
+            ``show_progress_bar`` overrides it.
         **engine_options: Passed to the engine when ``engine`` is a name.
 
     Every argument of a call is checked before anything is tokenized or scored. What does not
@@ -129,6 +96,7 @@ class Reranker:
         top_n: int | None = None,
         long_documents: LongDocuments = "truncate",
         window_overlap: int = 64,
+        show_progress_bar: bool = False,
         **engine_options: Any,
     ) -> None:
         check_top_n(top_n)
@@ -153,6 +121,8 @@ class Reranker:
         self.top_n = top_n
         self.long_documents: LongDocuments = long_documents
         self.window_overlap = window_overlap
+        #: Show a progress bar by pairs (stderr) for calls of more than 1,024 sequences.
+        self.show_progress_bar = bool(show_progress_bar)
         self._requested_max_length = max_length
         self._max_length: int | None = None  # resolved against the engine's limit on first use
         self._encoder: PairEncoder | None = None
@@ -256,16 +226,24 @@ class Reranker:
         top_n: int | None | UseDefault = USE_DEFAULT,
         instruction: str | None = None,
         score_threshold: float | None = None,
+        show_progress_bar: bool | UseDefault = USE_DEFAULT,
     ) -> list[Ranking]:
         """Rerank several queries, each with its own documents, in one engine call.
 
         ``documents[i]`` are the candidates of ``queries[i]``. Returns one :class:`Ranking` per
         query, in the order of ``queries``. A sequence that appears more than once in the call (an
-        equal query and document) is scored once.
+        equal query and document) is scored once. With ``show_progress_bar`` (default: the
+        reranker's), a call of more than 1,024 sequences draws a bar by pairs and goes to the
+        engine in runs of 1,024.
         """
         call = self._check(queries, documents, instruction, top_n, score_threshold)
         plan = self._plan(call)
-        output = self._engine.score(plan.pairs) if plan.pairs else EngineOutput(logits=[])
+        if not plan.pairs:
+            output = EngineOutput(logits=[])
+        elif self._shows_progress(show_progress_bar, plan):
+            output = _progress.score(self._engine, plan.pairs)
+        else:
+            output = self._engine.score(plan.pairs)
         return self._finish(call, plan, output)
 
     async def arerank_many(
@@ -276,6 +254,7 @@ class Reranker:
         top_n: int | None | UseDefault = USE_DEFAULT,
         instruction: str | None = None,
         score_threshold: float | None = None,
+        show_progress_bar: bool | UseDefault = USE_DEFAULT,
     ) -> list[Ranking]:
         """Asynchronous :meth:`rerank_many`."""
         call = self._check(queries, documents, instruction, top_n, score_threshold)
@@ -286,10 +265,21 @@ class Reranker:
             plan = await asyncio.to_thread(self._plan, call)
         else:
             plan = self._plan(call)
-        output = await ascore_checked(self._engine, plan.pairs) if plan.pairs else EngineOutput(logits=[])
+        if not plan.pairs:
+            output = EngineOutput(logits=[])
+        elif self._shows_progress(show_progress_bar, plan):
+            output = await _progress.ascore(self._engine, plan.pairs, ascore_checked)
+        else:
+            output = await ascore_checked(self._engine, plan.pairs)
         return self._finish(call, plan, output)
 
-    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[float]:
+    def score_pairs(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        instruction: str | None = None,
+        show_progress_bar: bool | UseDefault = USE_DEFAULT,
+    ) -> list[float]:
         """P("yes") of each ``(query, document)`` pair, in input order, in one engine call.
 
         The pairs API of sentence-transformers' ``CrossEncoder.predict(pairs)`` and FlagEmbedding's
@@ -302,12 +292,23 @@ class Reranker:
             [0.998, 0.001]
         """
         queries, documents, where = _group_pairs(pairs)
-        return _pair_scores(self.rerank_many(queries, documents, top_n=None, instruction=instruction), where)
+        rankings = self.rerank_many(
+            queries, documents, top_n=None, instruction=instruction, show_progress_bar=show_progress_bar
+        )
+        return _pair_scores(rankings, where)
 
-    async def ascore_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[float]:
+    async def ascore_pairs(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        instruction: str | None = None,
+        show_progress_bar: bool | UseDefault = USE_DEFAULT,
+    ) -> list[float]:
         """Asynchronous :meth:`score_pairs` through the engine's async path."""
         queries, documents, where = _group_pairs(pairs)
-        rankings = await self.arerank_many(queries, documents, top_n=None, instruction=instruction)
+        rankings = await self.arerank_many(
+            queries, documents, top_n=None, instruction=instruction, show_progress_bar=show_progress_bar
+        )
         return _pair_scores(rankings, where)
 
     def close(self) -> None:
@@ -381,6 +382,10 @@ class Reranker:
             score_threshold=score_threshold,
             started=started,
         )
+
+    def _shows_progress(self, show: bool | UseDefault, plan: RerankPlan) -> bool:
+        chosen = self.show_progress_bar if isinstance(show, UseDefault) else bool(show)
+        return chosen and len(plan.pairs) > _progress.CHUNK
 
     def _plan(self, call: _Call) -> RerankPlan:
         if not any(call.documents):  # nothing to score: no tokenizer, no engine
