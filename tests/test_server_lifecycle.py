@@ -59,6 +59,7 @@ def test_importing_the_package_and_cli_loads_no_server_framework():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.server
 def test_sigterm_finishes_requests_in_flight_then_exits(tiny_model):
     env = {**os.environ, "QWEN3_RERANK_SERVER_API_KEY": "k-123"}
     proc = subprocess.Popen(
