@@ -91,6 +91,9 @@ TOPICS = {
     "docs/known-traps.md": ("Known traps",),
     "docs/troubleshooting.md": ("Troubleshooting",),
     "docs/command-line.md": ("qwen3-rerank rerank", "qwen3-rerank check", "Exit status"),
+    "docs/comparison.md": (
+        "sentence-transformers 6.2.0", "FlagEmbedding 1.4.2", "rerankers 0.10.0", "compare_peers.py",
+    ),
     "docs/development.md": (
         "Offline test model", "Benchmarks", "Architecture", "benchmarks/RESULTS.md", "make dist-check",
     ),
