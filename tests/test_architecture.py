@@ -6,7 +6,7 @@
   share code only through ``engines/_base.py`` and the core (``qwen3_rerank._checkpoint``, ...).
 - The integrations use only the public API: ``qwen3_rerank``, ``qwen3_rerank.settings`` and
   ``qwen3_rerank.engines``, and only the names in their ``__all__``.
-- No module of the three packages is longer than 500 lines.
+- No module of the four packages is longer than 500 lines.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
-# Package root (what sys.path holds) and the package's directory, for the three packages.
+# Package root (what sys.path holds) and the package's directory, for the four packages.
 PACKAGES = {
     "qwen3_rerank": SRC,
     "langchain_qwen3_rerank": ROOT / "integrations" / "langchain",
     "llama_index.postprocessor.qwen3_rerank": ROOT / "integrations" / "llama-index",
+    "haystack_qwen3_rerank": ROOT / "integrations" / "haystack",
 }
-INTEGRATIONS = ("langchain_qwen3_rerank", "llama_index.postprocessor.qwen3_rerank")
+INTEGRATIONS = ("langchain_qwen3_rerank", "llama_index.postprocessor.qwen3_rerank", "haystack_qwen3_rerank")
 
 HEAVY = ("torch", "torch_npu", "transformers", "vllm", "httpx", "httpcore")
 NOT_CORE = ("qwen3_rerank.testing", "qwen3_rerank.reference", "qwen3_rerank.cli")
@@ -49,6 +50,8 @@ class Import:
     line: int
     module_level: bool
     """Run by importing the module: not inside a function, not under ``if TYPE_CHECKING``."""
+    type_only: bool = False
+    """Under ``if TYPE_CHECKING``: never run."""
 
     def targets(self) -> list[str]:
         """The module and ``module.name`` for each name (a name may be a submodule)."""
@@ -82,25 +85,25 @@ def _imports(name: str, path: Path) -> list[Import]:
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: list[Import] = []
 
-    def visit(node: ast.AST, module_level: bool) -> None:
+    def visit(node: ast.AST, module_level: bool, type_only: bool = False) -> None:
         if isinstance(node, ast.Import):
-            found.extend(Import(a.name, (), node.lineno, module_level) for a in node.names)
+            found.extend(Import(a.name, (), node.lineno, module_level, type_only) for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             module = node.module or ""
             if node.level:
                 parts = package.split(".")
                 base = parts[: len(parts) - node.level + 1]
                 module = ".".join([*base, module] if module else base)
-            found.append(Import(module, tuple(a.name for a in node.names), node.lineno, module_level))
+            found.append(Import(module, tuple(a.name for a in node.names), node.lineno, module_level, type_only))
         elif isinstance(node, ast.If) and _type_checking(node.test):
             for stmt in node.body:
-                visit(stmt, False)
+                visit(stmt, False, True)
             for stmt in node.orelse:
-                visit(stmt, module_level)
+                visit(stmt, module_level, type_only)
             return
         inner = module_level and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         for child in ast.iter_child_nodes(node):
-            visit(child, inner)
+            visit(child, inner, type_only)
 
     visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), True)
     return found
@@ -210,3 +213,66 @@ def test_no_module_is_longer_than_500_lines():
             if lines > MAX_LINES:
                 too_long[module] = lines
     assert not too_long, f"modules over {MAX_LINES} lines (split them by concept): {too_long}"
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Imports between the modules of ``qwen3_rerank``: at module level and inside functions (a
+    lazy import is still a dependency); not the ``if TYPE_CHECKING`` ones, which never run."""
+    modules = _modules("qwen3_rerank")
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for module, path in modules.items():
+        for imp in _imports(module, path):
+            if imp.type_only:
+                continue
+            # `from pkg import sub` imports the submodule; `from pkg import name` imports the package.
+            targets = [t for t in imp.targets()[1:] if t in modules] or [imp.module]
+            graph[module] |= {t for t in targets if t in modules and t != module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                found.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    graph = _module_graph()
+    # A package's __init__ importing its submodules is the normal direction; a submodule importing
+    # back from its own package's __init__ would close a cycle, and is reported.
+    assert sum(len(v) for v in graph.values()) > 50  # the scanner sees the imports
+    assert not _cycles(graph), f"import cycles: {_cycles(graph)}"
+
+
+@pytest.mark.parametrize("upper", ["qwen3_rerank.settings", "qwen3_rerank.cli", "qwen3_rerank.server",
+                                   "qwen3_rerank.ray", "qwen3_rerank.batch", *INTEGRATIONS])  # fmt: skip
+def test_engines_import_nothing_above_them(upper):
+    reaching = []
+    for module, path in _modules("qwen3_rerank").items():
+        if not _within(module, "qwen3_rerank.engines"):
+            continue
+        for imp in _imports(module, path):  # at any level: inside functions too
+            if any(_within(t, upper) for t in imp.targets()):
+                reaching.append(f"{module}, line {imp.line}: {imp.module}")
+    assert not reaching, f"the engines reach up into {upper}: {reaching}"

@@ -47,3 +47,11 @@ def test_import_loads_no_heavy_backend(module: str) -> None:
     if not _installed(module):
         pytest.skip(f"{module} is not installed")
     assert _loaded_after(module) == []
+
+
+def test_the_haystack_integration_loads_nothing_haystack_does_not() -> None:
+    # `import haystack` itself loads httpx, and torch where it is installed (haystack.utils.device,
+    # Haystack 3.4); the integration must add no heavy backend of its own on top.
+    if not _installed("haystack_qwen3_rerank"):
+        pytest.skip("haystack_qwen3_rerank is not installed")
+    assert _loaded_after("haystack_qwen3_rerank") == _loaded_after("haystack")

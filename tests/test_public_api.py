@@ -17,7 +17,7 @@ def test_exported_members_are_pinned():
         "AuthenticationError", "ConfigurationError", "EncodedPair", "EngineError", "EngineOutput",
         "InvalidScoreError", "MissingDependencyError", "PairEncoder", "Qwen3RerankError", "Qwen3Tokenizer",
         "Ranking", "RemoteError", "RemoteTimeoutError", "RerankPlan", "RerankResult", "RerankStats", "Reranker",
-        "TemplateMismatchError", "Tokenizer", "__version__",
+        "TemplateMismatchError", "Tokenizer", "USE_DEFAULT", "__version__",
     }  # fmt: skip
     for name in qwen3_rerank.__all__:
         assert hasattr(qwen3_rerank, name)

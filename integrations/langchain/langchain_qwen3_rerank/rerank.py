@@ -1,44 +1,45 @@
-"""Qwen3-Reranker as a LangChain document compressor and a batched Runnable."""
+"""Qwen3-Reranker as a LangChain document compressor, a batched Runnable and a cross-encoder."""
 
 from __future__ import annotations
 
-import logging
-import threading
+import contextvars
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.callbacks import Callbacks
+from langchain_core.cross_encoders import BaseCrossEncoder
 from langchain_core.documents import BaseDocumentCompressor, Document
-from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from langchain_core.runnables import RunnableConfig, RunnableLambda, RunnableSerializable
 from langchain_core.utils import secret_from_env
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_serializer, field_validator, model_validator
 from typing_extensions import Self
 
-from qwen3_rerank import Ranking, Reranker
-from qwen3_rerank import settings as qwen3_settings  # `settings` names the engine fields below
-from qwen3_rerank.settings import ENV_API_KEY
+from qwen3_rerank import Ranking, Reranker, settings
+from qwen3_rerank.settings import ENV_API_KEY, ENV_BASE_URL, USE_DEFAULT, RerankerSlot
 
 from . import _helpers as h
-from ._helpers import DEFAULT, STATS_EVENT, RerankInput
+from ._helpers import STATS_EVENT, RerankInput
 
 __all__ = ["Qwen3Rerank", "RerankInput", "STATS_EVENT"]
 
-logger = logging.getLogger(__name__)
+# The rankings of the batch() / abatch() in progress, by input: each input's invoke() takes its own.
+_BATCH: contextvars.ContextVar[dict[Any, Any] | None] = contextvars.ContextVar("qwen3_rerank_batch", default=None)
 
 
-class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list[Document]]):
+class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list[Document]], BaseCrossEncoder):
     """Rerank documents with a Qwen3-Reranker model (any qwen3-rerank engine).
 
     A :class:`~langchain_core.documents.BaseDocumentCompressor` (use it in a
     ``ContextualCompressionRetriever``) and a Runnable taking ``{"query", "documents"}`` plus
     optional ``"top_n"`` / ``"instruction"`` (use it in LCEL; ``.batch()`` / ``.abatch()`` of many
     queries score every pair in one engine call). :meth:`rerank` returns Cohere-style
-    ``[{"index", "relevance_score"}]``.
+    ``[{"index", "relevance_score"}]``. It is also a ``BaseCrossEncoder``: ``CrossEncoderReranker(
+    model=Qwen3Rerank(...))`` users swap only the model (:meth:`score`, one engine call for all pairs).
 
     Returned documents are copies carrying ``metadata["relevance_score"]`` (P("yes") in [0, 1]),
     ``"rerank_logit"`` (its exact log-odds), ``"rerank_truncated"`` and, with
     ``long_documents="window"``, ``"rerank_window"`` / ``"rerank_num_windows"``; the caller's
-    documents are never modified.
+    documents are never modified. Copies and pickles build their own engine on first use.
 
     Example:
         .. code-block:: python
@@ -50,7 +51,10 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
             chain = {"query": RunnablePassthrough(), "documents": retriever} | reranker
     """
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
+    # hide_input_in_errors: a validation error must never print the API key it was given.
+    model_config = ConfigDict(
+        extra="forbid", arbitrary_types_allowed=True, protected_namespaces=(), hide_input_in_errors=True
+    )
 
     top_n: int | None = 3
     """How many documents to return, best first (``None``: all; 0 is refused)."""
@@ -65,17 +69,18 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
     """A ready :class:`qwen3_rerank.Reranker` to use. When set, the engine settings below must be
     left unset; the reranker is not closed by :meth:`close`."""
 
-    engine: Literal["transformers", "vllm", "remote"] = "transformers"
+    engine: str = "transformers"
     """Engine to build when no ``reranker`` is given: ``"transformers"`` (embedded), ``"vllm"``
-    (in-process vLLM) or ``"remote"`` (a vLLM server at ``base_url``)."""
+    (in-process vLLM) or ``"remote"`` (a qwen3-rerank or vLLM server at ``base_url``)."""
 
     model: str | None = None
     """Hub id or local directory of the model (default ``$QWEN3_RERANK_MODEL``, else
     ``Qwen/Qwen3-Reranker-0.6B``). For the remote engine: the served model."""
 
     base_url: str | list[str] | None = None
-    """URL of the vLLM server (remote engine only), e.g. ``http://127.0.0.1:8000``; a list
-    spreads the load over several servers. Default: ``$QWEN3_RERANK_BASE_URL``."""
+    """URL of the server (remote engine only), e.g. ``http://127.0.0.1:8000``; a list spreads the
+    load over several. Default: ``$QWEN3_RERANK_BASE_URL``. Credentials in it are never shown or
+    serialised."""
 
     api_key: SecretStr | None = Field(default_factory=secret_from_env(ENV_API_KEY, default=None))
     """API key of the server (remote engine only); read from ``$QWEN3_RERANK_API_KEY`` if not given."""
@@ -84,199 +89,158 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
     """Further keyword options for ``qwen3_rerank.Reranker(...)`` and its engine, e.g.
     ``{"device": "cuda", "dtype": "bfloat16", "max_length": 4096, "long_documents": "window"}``."""
 
-    _built: Reranker | None = PrivateAttr(default=None)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _slot: RerankerSlot = PrivateAttr(default_factory=RerankerSlot)
 
     @property
     def lc_secrets(self) -> dict[str, str]:
-        return {"api_key": ENV_API_KEY}
+        secrets = {"api_key": ENV_API_KEY}
+        if h.has_credentials(self.base_url):  # serialised as a reference to the variable, never in clear
+            secrets["base_url"] = ENV_BASE_URL
+        return secrets
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hint_misplaced_keywords(cls, data: Any) -> Any:
+        return h.hint_misplaced_keywords(cls, data)
 
     @field_validator("top_n")
     @classmethod
     def _check_top_n(cls, top_n: Any) -> int | None:
-        return h.check_top_n(top_n)
+        return settings.check_top_n(top_n)
+
+    @field_serializer("base_url")
+    def _redacted_base_url(self, base_url: str | list[str] | None) -> str | list[str] | None:
+        return h.redacted(base_url)
 
     @model_validator(mode="after")
     def _check_engine_settings(self) -> Self:
-        settings = {"engine", "model", "base_url", "engine_options"} & self.model_fields_set
-        if self.reranker is not None and settings:
-            raise ValueError(
-                f"pass either reranker= or engine settings, not both (got reranker and {sorted(settings)}); "
-                "configure the engine when you build the Reranker"
-            )
-        if self.base_url is not None and self.engine != "remote":
-            raise ValueError(
-                f"base_url is only used by engine='remote', got engine={self.engine!r}; set engine='remote'"
-            )
-        if self.reranker is None:
-            # Unknown engine options, a missing or scheme-less base URL: refused now, not at the first call.
-            qwen3_settings.reranker_kwargs(self.engine, model=self.model, base_url=self.base_url, **self.engine_options)
+        settings.check_integration_settings(
+            reranker=self.reranker, given=self.model_fields_set, engine=self.engine, model=self.model,
+            base_url=self.base_url, engine_options=self.engine_options,
+        )  # fmt: skip
+        self._slot = RerankerSlot(self.reranker)
         return self
+
+    def __getstate__(self) -> dict[Any, Any]:
+        self._slot.__getstate__()  # refuses an injected reranker; an empty slot pickles as {}
+        return super().__getstate__()
+
+    def __repr_args__(self) -> Any:
+        return [(k, h.redacted(v) if k == "base_url" else v) for k, v in super().__repr_args__()]
 
     # -- the engine ---------------------------------------------------------------------------
     @property
     def client(self) -> Reranker:
         """The :class:`qwen3_rerank.Reranker` in use (built on first use from the settings)."""
-        if self.reranker is not None:
-            return self.reranker
-        with self._lock:
-            if self._built is None:
-                key = self.api_key if self.engine == "remote" else None
-                api_key = key.get_secret_value() if key is not None else None
-                logger.info("building a %s reranker", self.engine)
-                self._built = qwen3_settings.build_reranker(
-                    self.engine, model=self.model, base_url=self.base_url, api_key=api_key, **self.engine_options
-                )
-            return self._built
+        return self._slot.get(lambda: h.build(self))
 
     def close(self) -> None:
         """Release the engine this compressor built (an injected ``reranker`` is left open)."""
-        with self._lock:
-            built, self._built = self._built, None
-        if built is not None:
-            built.close()
+        self._slot.close()
 
-    def _options(self, count: int, instruction: str | None) -> dict[str, Any]:
-        # Ask the core for every document (its top_n=None would mean "the Reranker's default");
-        # each caller keeps its own top_n of the ranking.
-        return {"top_n": max(count, 1), "instruction": instruction, "score_threshold": self.score_threshold}
+    def _rank(self, docs: list[Document], query: str, top_n: Any, instruction: str | None) -> Ranking:
+        if not docs:
+            return Ranking()
+        return self.client.rerank(query, h.texts(docs), **self._options(top_n, instruction))
 
-    def _call(self, top_n: Any, instruction: str | None) -> tuple[int | None, str | None]:
-        return (self.top_n if top_n is DEFAULT else h.check_top_n(top_n)), (instruction or self.instruction)
+    async def _arank(self, docs: list[Document], query: str, top_n: Any, instruction: str | None) -> Ranking:
+        if not docs:
+            return Ranking()
+        return await self.client.arerank(query, h.texts(docs), **self._options(top_n, instruction))
 
-    # -- Cohere-style ranking -----------------------------------------------------------------
+    def _options(self, top_n: Any, instruction: str | None) -> dict[str, Any]:
+        chosen = self.top_n if top_n is USE_DEFAULT else settings.check_top_n(top_n)
+        instruction = instruction or self.instruction
+        return {"top_n": chosen, "instruction": instruction, "score_threshold": self.score_threshold}
+
+    def score(self, text_pairs: list[tuple[str, str]]) -> list[float]:
+        """P("yes") of each ``(query, document)`` pair, in input order, in one engine call
+        (``BaseCrossEncoder``; ``Reranker.score_pairs``)."""
+        return self.client.score_pairs(list(text_pairs), instruction=self.instruction)
+
+    # -- Cohere-style ranking and the compressor ----------------------------------------------
     def rerank(
         self, documents: Sequence[str | Document | dict[str, Any]], query: str, *,
-        top_n: int | None = DEFAULT, instruction: str | None = None,
+        top_n: int | None = USE_DEFAULT, instruction: str | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
-        """Rank ``documents`` for ``query``, as ``CohereRerank.rerank`` does.
-
-        Args:
-            documents: The candidates: str, ``Document`` or dict with a ``"text"`` str.
-            query: The search query.
-            top_n: How many to return (``None``: all); default: the compressor's ``top_n``.
-            instruction: Task instruction for this call; default: the compressor's.
-
-        Returns:
-            ``[{"index": i, "relevance_score": p}, ...]`` best first, ``i`` the position in
-            ``documents`` and ``p`` = P("yes"); ``score_threshold`` applies. ``[]`` for no documents.
-        """
+        """Rank ``documents`` (str, ``Document`` or ``{"text": ...}``) for ``query``, as
+        ``CohereRerank.rerank`` does: ``[{"index", "relevance_score"}]`` best first."""
         ranking = self._rank(h.as_documents(documents, allow_text=True), h.check_query(query), top_n, instruction)
         return [{"index": r.index, "relevance_score": r.score} for r in ranking]
 
     async def arerank(
         self, documents: Sequence[str | Document | dict[str, Any]], query: str, *,
-        top_n: int | None = DEFAULT, instruction: str | None = None,
+        top_n: int | None = USE_DEFAULT, instruction: str | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Asynchronous :meth:`rerank` through the engine's async path."""
         docs = h.as_documents(documents, allow_text=True)
         ranking = await self._arank(docs, h.check_query(query), top_n, instruction)
         return [{"index": r.index, "relevance_score": r.score} for r in ranking]
 
-    def _rank(self, docs: list[Document], query: str, top_n: Any, instruction: str | None) -> Ranking:
-        top_n, instruction = self._call(top_n, instruction)
-        if not docs:
-            return Ranking()
-        return h.first(self.client.rerank(query, h.texts(docs), **self._options(len(docs), instruction)), top_n)
-
-    async def _arank(self, docs: list[Document], query: str, top_n: Any, instruction: str | None) -> Ranking:
-        top_n, instruction = self._call(top_n, instruction)
-        if not docs:
-            return Ranking()
-        return h.first(await self.client.arerank(query, h.texts(docs), **self._options(len(docs), instruction)), top_n)
-
-    # -- BaseDocumentCompressor ---------------------------------------------------------------
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None, *,
-        top_n: int | None = DEFAULT, instruction: str | None = None,
+        top_n: int | None = USE_DEFAULT, instruction: str | None = None,
     ) -> Sequence[Document]:  # fmt: skip
-        """Rerank ``documents`` for ``query``; return the best copies with their scores.
-
-        Args:
-            documents: The retrieved documents (not modified).
-            query: The search query.
-            callbacks: Callbacks of the calling run; they receive the :data:`STATS_EVENT`.
-            top_n: Documents to return for this call (``None``: all); default: the compressor's.
-            instruction: Task instruction for this call; default: the compressor's.
-
-        Returns:
-            Up to ``top_n`` copies, best first, with the ``metadata`` keys listed on the class.
-            An empty ``documents`` gives ``[]`` without calling the engine.
-        """
+        """The best ``top_n`` copies of ``documents`` for ``query`` (``None``: all), with their scores;
+        ``[]`` for no documents, without calling the engine."""
         docs = h.as_documents(documents, allow_text=False)
         ranking = self._rank(docs, h.check_query(query), top_n, instruction)
-        return self._finish(docs, ranking, {"callbacks": callbacks})
+        return h.finish(self, docs, ranking, {"callbacks": callbacks})
 
     async def acompress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None, *,
-        top_n: int | None = DEFAULT, instruction: str | None = None,
+        top_n: int | None = USE_DEFAULT, instruction: str | None = None,
     ) -> Sequence[Document]:  # fmt: skip
         """Asynchronous :meth:`compress_documents` through the engine's async path."""
         docs = h.as_documents(documents, allow_text=False)
         ranking = await self._arank(docs, h.check_query(query), top_n, instruction)
-        return await self._afinish(docs, ranking, {"callbacks": callbacks})
-
-    def _finish(self, docs: list[Document], ranking: Ranking, config: RunnableConfig) -> list[Document]:
-        if not docs:  # nothing was scored: no engine built, no event
-            return []
-        out = h.scored_copies(docs, ranking, windows=self._windows())
-        h.report(ranking.stats, len(docs), len(out), config)
-        return out
-
-    async def _afinish(self, docs: list[Document], ranking: Ranking, config: RunnableConfig) -> list[Document]:
-        if not docs:
-            return []
-        out = h.scored_copies(docs, ranking, windows=self._windows())
-        await h.areport(ranking.stats, len(docs), len(out), config)
-        return out
-
-    def _windows(self) -> bool:
-        return self.client.long_documents == "window"
+        return await h.afinish(self, docs, ranking, {"callbacks": callbacks})
 
     # -- Runnable: {"query", "documents", "top_n"?, "instruction"?} -> list[Document] -----------
     def invoke(self, input: RerankInput, config: RunnableConfig | None = None, **kwargs: Any) -> list[Document]:
-        """Rerank ``input["documents"]`` for ``input["query"]``."""
-        ranked: list[Document] = self.batch([input], config, **kwargs)[0]
-        return ranked
+        """Rerank ``input["documents"]`` for ``input["query"]`` (inside ``batch``: its share of the one call)."""
+        return self._runnable().invoke(input, config)
 
     async def ainvoke(self, input: RerankInput, config: RunnableConfig | None = None, **kwargs: Any) -> list[Document]:
         """Asynchronous :meth:`invoke`."""
-        ranked: list[Document] = (await self.abatch([input], config, **kwargs))[0]
-        return ranked
+        return await self._runnable().ainvoke(input, config)
+
+    def _runnable(self) -> RunnableLambda[Any, list[Document]]:
+        # A run of its own per input (callbacks, tracing), opened by langchain_core as for any lambda.
+        return RunnableLambda(self._answer, afunc=self._aanswer, name=self.get_name())
 
     def batch(
         self, inputs: list[RerankInput], config: RunnableConfig | list[RunnableConfig] | None = None, *,
         return_exceptions: bool = False, **kwargs: Any,
     ) -> list[Any]:  # fmt: skip
-        """Rerank many inputs with ONE engine call (``rerank_many``) per distinct instruction.
-
-        Each input still gets its own run (callbacks, tracing) and its own stats event.
-        """
-        return h.run_batch(self, list(inputs), config, return_exceptions, self._batch)
+        """Rerank many inputs with ONE engine call (``rerank_many``) per distinct instruction; each
+        input keeps its own run (callbacks, tracing, stats event), as ``Runnable.batch`` makes them."""
+        token = _BATCH.set(h.score_batch(self, list(inputs)))
+        try:
+            return super().batch(list(inputs), config, return_exceptions=return_exceptions, **kwargs)
+        finally:
+            _BATCH.reset(token)
 
     async def abatch(
         self, inputs: list[RerankInput], config: RunnableConfig | list[RunnableConfig] | None = None, *,
         return_exceptions: bool = False, **kwargs: Any,
     ) -> list[Any]:  # fmt: skip
         """Asynchronous :meth:`batch`: one ``arerank_many`` call per distinct instruction."""
-        return await h.arun_batch(self, list(inputs), config, return_exceptions, self._abatch)
+        token = _BATCH.set(await h.ascore_batch(self, list(inputs)))
+        try:
+            return await super().abatch(list(inputs), config, return_exceptions=return_exceptions, **kwargs)
+        finally:
+            _BATCH.reset(token)
 
-    def _batch(self, inputs: list[Any], configs: list[RunnableConfig]) -> list[Any]:
-        batch = h.Batch.parse(inputs, top_n=self.top_n, instruction=self.instruction)
-        for instruction, requests in batch.calls.items():
-            rankings = self.client.rerank_many(*h.call_args(requests), **self._options(h.most(requests), instruction))
-            for r, ranking in zip(requests, rankings, strict=True):
-                batch.outputs[r.slot] = self._finish(r.docs, h.first(ranking, r.top_n), configs[r.slot])
-        return batch.outputs
+    def _answer(self, input: Any, config: RunnableConfig) -> list[Document]:
+        found = h.take(_BATCH.get(), self, input) or h.take(h.score_batch(self, [input]), self, input)
+        request, ranking = found  # type: ignore[misc]  # take() returns an entry for an input it planned
+        return h.finish(self, request.docs, h.first(ranking, request.top_n), config)
 
-    async def _abatch(self, inputs: list[Any], configs: list[RunnableConfig]) -> list[Any]:
-        batch = h.Batch.parse(inputs, top_n=self.top_n, instruction=self.instruction)
-        for instruction, requests in batch.calls.items():
-            options = self._options(h.most(requests), instruction)
-            rankings = await self.client.arerank_many(*h.call_args(requests), **options)
-            for r, ranking in zip(requests, rankings, strict=True):
-                batch.outputs[r.slot] = await self._afinish(r.docs, h.first(ranking, r.top_n), configs[r.slot])
-        return batch.outputs
+    async def _aanswer(self, input: Any, config: RunnableConfig) -> list[Document]:
+        found = h.take(_BATCH.get(), self, input) or h.take(await h.ascore_batch(self, [input]), self, input)
+        request, ranking = found  # type: ignore[misc]
+        return await h.afinish(self, request.docs, h.first(ranking, request.top_n), config)
 
 
 def __getattr__(name: str) -> Any:

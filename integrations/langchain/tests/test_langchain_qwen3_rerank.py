@@ -21,6 +21,7 @@ import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_core.load import dumpd, dumps
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
 from pydantic import SecretStr, ValidationError
@@ -29,6 +30,8 @@ import langchain_qwen3_rerank
 from langchain_qwen3_rerank import STATS_EVENT, Qwen3Rerank
 from qwen3_rerank import Reranker
 from qwen3_rerank.settings import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
+from tests_support.integration_contract import *  # noqa: F403  (the settings contract's tests run here)
+from tests_support.integration_contract import Integration
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -117,13 +120,13 @@ def test_fields_are_validated(fake_reranker: Reranker, monkeypatch: pytest.Monke
 
 def test_engine_is_built_lazily_from_settings(tiny_model: Path) -> None:
     r = Qwen3Rerank(model=str(tiny_model), engine_options={"device": "cpu", "dtype": "float32"}, top_n=1)
-    assert r._built is None  # nothing loaded until the first call
+    assert r._slot.current is None  # nothing loaded until the first call
     assert r.compress_documents([], "q") == []
-    assert r._built is None
+    assert r._slot.current is None
     out = r.compress_documents([Document(page_content="a"), Document(page_content="b")], "q")
-    assert len(out) == 1 and r._built is not None and r.client.engine.name == "transformers"
+    assert len(out) == 1 and r._slot.current is not None and r.client.engine.name == "transformers"
     r.close()
-    assert r._built is None
+    assert r._slot.current is None
 
 
 # -- settings from the environment, checked when configured -----------------------------------
@@ -132,18 +135,6 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in (ENV_MODEL, ENV_BASE_URL, ENV_API_KEY):
         monkeypatch.delenv(var, raising=False)
 
-
-def test_engine_options_are_checked_when_configured(_no_env: None) -> None:
-    # Nothing is loaded: the check reads the engine's signature.
-    with pytest.raises(ValidationError, match="did you mean 'dtype'"):
-        Qwen3Rerank(engine_options={"dtyp": "float32"})
-    with pytest.raises(ValidationError, match="did you mean 'enforce_eager'"):
-        Qwen3Rerank(engine="vllm", engine_options={"enforce_eagr": True})
-    with pytest.raises(ValidationError, match="did you mean 'max_retries'"):
-        Qwen3Rerank(engine="remote", base_url="http://127.0.0.1:1", engine_options={"max_retires": 0})
-    with pytest.raises(ValidationError, match="must start with http:// or https://"):
-        Qwen3Rerank(engine="remote", base_url="localhost:8000")
-    Qwen3Rerank(engine_options={"max_length": 512, "dtype": "float32"})  # Reranker and engine options mix
 
 
 def test_remote_engine_from_the_environment_contacts_nothing(
@@ -421,7 +412,8 @@ def test_batch_gives_each_input_its_own_run(fake_reranker: Reranker) -> None:
     r = Qwen3Rerank(reranker=fake_reranker)
     inputs = [{"query": "a", "documents": _docs()}, {"query": None, "documents": _docs()}]
     r.batch(inputs, {"callbacks": [runs], "run_name": "rerank"}, return_exceptions=True)
-    assert runs.seen == ["start:rerank", "start:rerank", "end", "error:ValueError"]
+    # One run per input, opened and closed as Runnable.batch does (its threads decide the interleaving).
+    assert sorted(runs.seen) == ["end", "error:ValueError", "start:rerank", "start:rerank"]
 
 
 # -- stats through callbacks ------------------------------------------------------------------
@@ -544,3 +536,27 @@ def test_engine_extras_match_the_core() -> None:
     ours = tomllib.loads((REPO / "integrations" / "langchain" / "pyproject.toml").read_text())["project"]
     for extra in ("torch", "vllm", "http", "all"):
         assert extra in core and ours["optional-dependencies"][extra] == [f"qwen3-rerank[{extra}]>=0.1.0"]
+
+
+# -- the settings contract both integrations keep (tests_support/integration_contract.py) ---------
+
+
+@pytest.fixture()
+def integration() -> Integration:
+    return Integration(
+        cls=Qwen3Rerank,
+        rank=lambda obj, texts, q: [r["index"] for r in obj.rerank(texts, q)],
+        serialised=lambda obj: [str(obj.model_dump()), obj.model_dump_json(), dumps(obj), str(dumpd(obj))],
+        reranker_of=lambda obj: obj.client,
+        built=lambda obj: obj._slot.current,
+    )
+
+
+def test_cross_encoder_reranker_users_swap_only_the_model(fake_reranker: Reranker, fake_engine: Any) -> None:
+    # Issue 25 item 26: CrossEncoderReranker(model=HuggingFaceCrossEncoder(...)) -> model=Qwen3Rerank(...).
+    from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
+
+    model = Qwen3Rerank(reranker=fake_reranker)
+    out = CrossEncoderReranker(model=model, top_n=2).compress_documents(_docs(), "q")
+    assert [d.id for d in out] == ["d1", "d3"] and fake_engine.calls == ["score"]
+    assert model.score([("q", "a [score=0.3]"), ("p", "b [score=0.7]")]) == pytest.approx([0.3, 0.7])

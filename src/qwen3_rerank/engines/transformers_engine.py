@@ -85,6 +85,10 @@ class TransformersEngine(Engine):
     """
 
     name = "transformers"
+    extra = "torch"
+    packages = ("torch", "transformers")
+    uses_device = True
+    option_choices = {"reuse_prefix": (True, False, "auto")}
 
     def __init__(
         self,

@@ -102,6 +102,10 @@ class RemoteEngine(Engine):
     """
 
     name: ClassVar[str] = "remote"
+    extra: ClassVar[str] = "http"
+    packages: ClassVar[tuple[str, ...]] = ("httpx",)
+    uses_server: ClassVar[bool] = True
+    option_choices: ClassVar[dict[str, tuple[Any, ...]]] = {"api": proto.APIS}
     #: The server's dtype is not known to the client.
     dtype: str | None = None
 

@@ -25,8 +25,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..._config import ENV_API_KEY
 from ..._exceptions import ConfigurationError, EngineError, RemoteError, RemoteTimeoutError
-from ...settings import ENV_API_KEY
 from . import _protocol as proto
 from ._transport import (
     DEADLINE,
@@ -44,7 +44,7 @@ __all__ = ["API_KEY_ENV", "Requester"]
 
 logger = logging.getLogger("qwen3_rerank.engines.remote")
 
-API_KEY_ENV = ENV_API_KEY  # the one definition is in qwen3_rerank.settings
+API_KEY_ENV = ENV_API_KEY  # the one definition is in qwen3_rerank._config
 """Environment variable read for the API key when ``api_key`` is not passed."""
 
 Plan = Generator[Any, Any, Any]

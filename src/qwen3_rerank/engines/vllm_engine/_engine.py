@@ -184,6 +184,8 @@ class VLLMEngine(Engine):
     """
 
     name = "vllm"
+    extra = "vllm"
+    packages = ("vllm",)
 
     def __init__(
         self,

@@ -4,11 +4,13 @@ and async paths: the text the model reads, the scored copies, the stats payload.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
+from llama_index.core.bridge.pydantic import SecretStr
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 
-from qwen3_rerank import RerankResult, RerankStats, settings
+from qwen3_rerank import RerankResult, RerankStats
 
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 """Metadata key of the retriever's score on returned nodes when ``keep_retrieval_score=True``."""
@@ -18,17 +20,10 @@ STATS_PAYLOAD_KEY = "rerank_stats"
 the end payload of the ``CBEventType.RERANKING`` callback event."""
 
 
-class _Default:
-    """The value of a per-call option left out: the postprocessor's own setting applies."""
-
-    def __repr__(self) -> str:
-        return "<the postprocessor's setting>"
-
-
-DEFAULT: Any = _Default()
-
-
-check_top_n = settings.check_top_n  # 0 is refused: it means "all" to some APIs, "none" to others
+def secret_from_env(name: str) -> SecretStr | None:
+    """The variable's value as a ``SecretStr`` (never a plain string in the model's input)."""
+    value = os.environ.get(name)
+    return SecretStr(value) if value else None
 
 
 def bundle(query_bundle: QueryBundle | None, query_str: str | None) -> QueryBundle | None:

@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-import logging
-import threading
-from typing import Any, Literal
+from typing import Any
 
-from llama_index.core.base.llms.generic_utils import get_from_param_or_env
-from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from llama_index.core.bridge.pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from qwen3_rerank import Reranker
-from qwen3_rerank import settings as qwen3_settings  # `settings` names the engine fields below
-from qwen3_rerank.settings import DEFAULT_MODEL, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
+from qwen3_rerank import Reranker, settings
+from qwen3_rerank.settings import DEFAULT_MODEL, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, USE_DEFAULT, RerankerSlot
 
 from . import _helpers as h
-from ._helpers import DEFAULT, RETRIEVAL_SCORE_KEY, STATS_PAYLOAD_KEY
+from ._helpers import RETRIEVAL_SCORE_KEY, STATS_PAYLOAD_KEY
 
 __all__ = ["Qwen3Rerank", "RETRIEVAL_SCORE_KEY", "STATS_PAYLOAD_KEY"]
 
-logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
 
 
@@ -34,7 +37,8 @@ class Qwen3Rerank(BaseNodePostprocessor):
     ``score`` = P("yes") in [0, 1] and, in the copy's metadata (kept out of the LLM and embedding
     text), ``rerank_logit`` (its exact log-odds), ``rerank_truncated`` and, with
     ``long_documents="window"``, ``rerank_window`` / ``rerank_num_windows``. The nodes you pass are
-    never modified. The model reads each node's content first, then its metadata.
+    never modified. The model reads each node's content first, then its metadata. Copies and
+    pickles build their own engine on first use.
 
     Example:
         .. code-block:: python
@@ -45,7 +49,8 @@ class Qwen3Rerank(BaseNodePostprocessor):
             query_engine = index.as_query_engine(similarity_top_k=20, node_postprocessors=[rerank])
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    # hide_input_in_errors: a validation error must never print the API key it was given.
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", hide_input_in_errors=True)
 
     top_n: int | None = Field(default=3, description="Nodes to return, best first (None: all; 0 is refused).")
     score_threshold: float | None = Field(
@@ -61,7 +66,7 @@ class Qwen3Rerank(BaseNodePostprocessor):
         default=False,
         description=f"Keep the retriever's score in metadata['{RETRIEVAL_SCORE_KEY}'] of the returned copies.",
     )
-    engine: Literal["transformers", "vllm", "remote"] = Field(
+    engine: str = Field(
         default="transformers",
         description="Engine to build when no reranker is given: 'transformers', 'vllm' or 'remote'.",
     )
@@ -72,19 +77,20 @@ class Qwen3Rerank(BaseNodePostprocessor):
     )
     base_url: str | list[str] | None = Field(
         default=None,
-        description=f"URL of the vLLM server, or a list of them (engine='remote' only); default: env {ENV_BASE_URL}.",
+        description=f"URL of the server, or a list of them (engine='remote' only); default: env {ENV_BASE_URL}. "
+        "Credentials in it are never shown or serialised.",
     )
     api_key: SecretStr | None = Field(
-        default=None, exclude=True, description=f"Server API key (engine='remote'); default: env {ENV_API_KEY}."
+        default_factory=lambda: h.secret_from_env(ENV_API_KEY),
+        exclude=True,
+        description=f"Server API key (engine='remote'); default: env {ENV_API_KEY}.",
     )
     engine_options: dict[str, Any] = Field(
         default_factory=dict,
         description="More options for qwen3_rerank.Reranker(...) and its engine (device, dtype, max_length, ...).",
     )
 
-    _reranker: Reranker | None = PrivateAttr(default=None)
-    _injected: bool = PrivateAttr(default=False)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _slot: RerankerSlot = PrivateAttr(default_factory=RerankerSlot)
 
     def __init__(self, *, reranker: Reranker | None = None, **data: Any) -> None:
         """Create the postprocessor.
@@ -95,33 +101,33 @@ class Qwen3Rerank(BaseNodePostprocessor):
                 it is not closed by :meth:`close`, and the postprocessor cannot be serialised.
             **data: The fields above.
         """
-        if reranker is not None:
-            settings = sorted({"engine", "model", "base_url", "engine_options"} & data.keys())
-            if settings:
-                raise ValueError(
-                    f"pass either reranker= or engine settings, not both (got reranker and {settings}); "
-                    "configure the engine when you build the Reranker"
-                )
-            if not isinstance(reranker, Reranker):
-                raise TypeError(f"reranker must be a qwen3_rerank.Reranker, got {type(reranker).__name__}")
-        data["api_key"] = get_from_param_or_env("api_key", data.get("api_key"), ENV_API_KEY, "") or None
+        settings.check_keywords(type(self).model_fields, data)
+        if reranker is not None:  # the engine settings must be left unset
+            settings.check_integration_settings(
+                reranker=reranker, given=data, engine="transformers", model=None, base_url=None, engine_options={}
+            )
         super().__init__(**data)
-        self._reranker, self._injected = reranker, reranker is not None
+        self._slot = RerankerSlot(reranker)
 
     @field_validator("top_n")
     @classmethod
     def _check_top_n(cls, top_n: Any) -> int | None:
-        return h.check_top_n(top_n)
+        return settings.check_top_n(top_n)
+
+    @field_serializer("base_url")
+    def _redacted_base_url(self, base_url: str | list[str] | None) -> str | list[str] | None:
+        return settings.redacted(base_url)
 
     @model_validator(mode="after")
     def _check_engine_settings(self) -> Qwen3Rerank:
-        if self.base_url is not None and self.engine != "remote":
-            raise ValueError(
-                f"base_url is only used by engine='remote', got engine={self.engine!r}; set engine='remote'"
-            )
-        # Unknown engine options, a missing or scheme-less base URL: refused now, not at the first call.
-        qwen3_settings.reranker_kwargs(self.engine, model=self.model, base_url=self.base_url, **self.engine_options)
+        settings.check_integration_settings(
+            reranker=None, given=self.model_fields_set, engine=self.engine, model=self.model,
+            base_url=self.base_url, engine_options=self.engine_options,
+        )  # fmt: skip
         return self
+
+    def __repr_args__(self) -> Any:
+        return [(k, settings.redacted(v) if k == "base_url" else v) for k, v in super().__repr_args__()]
 
     @classmethod
     def class_name(cls) -> str:
@@ -131,60 +137,45 @@ class Qwen3Rerank(BaseNodePostprocessor):
     @property
     def reranker(self) -> Reranker:
         """The :class:`qwen3_rerank.Reranker` in use (built on first use from the settings)."""
-        with self._lock:
-            if self._reranker is None:
-                key = self.api_key if self.engine == "remote" else None
-                api_key = key.get_secret_value() if key is not None else None
-                logger.info("building a %s reranker", self.engine)
-                self._reranker = qwen3_settings.build_reranker(
-                    self.engine, model=self.model, base_url=self.base_url, api_key=api_key, **self.engine_options
-                )
-            return self._reranker
+        key = self.api_key.get_secret_value() if self.api_key is not None else None
+        return self._slot.get(
+            lambda: settings.build_integration_reranker(
+                engine=self.engine, model=self.model, base_url=self.base_url, api_key=key,
+                engine_options=self.engine_options,
+            )
+        )  # fmt: skip
 
     def close(self) -> None:
         """Release the engine this postprocessor built (an injected ``reranker`` is left open)."""
-        with self._lock:
-            owned = None if self._injected else self._reranker
-            if owned is not None:
-                self._reranker = None
-        if owned is not None:
-            owned.close()
+        self._slot.close()
 
     @property
     def _model_name(self) -> str:
-        if self._injected and self._reranker is not None:
-            engine = self._reranker.engine
-            return str(getattr(engine, "model_name", None) or engine.name)
-        return qwen3_settings.resolve_model(self.model, engine=self.engine) or "remote"
+        current = self._slot.current
+        if self._slot.injected and current is not None:
+            return str(current.engine.model_name or current.engine.name)
+        return settings.resolve_model(self.model, engine=self.engine) or "remote"
 
     # -- serialisation ------------------------------------------------------------------------
-    def _refuse_if_injected(self, how: str) -> None:
-        # from_dict/unpickling rebuild from the fields; an injected Reranker is not among them, so
-        # the copy would silently score with the default embedded model instead.
-        if self._injected:
-            raise TypeError(
-                f"cannot {how} a Qwen3Rerank built with reranker=...: the Reranker object is not data, and "
-                "the copy would silently build the default engine instead. Build it from settings "
-                "(engine=, model=, base_url=, engine_options=) to serialise it, or pass reranker= again"
-            )
-
     def to_dict(self, **kwargs: Any) -> dict[str, Any]:
-        """The settings as a dict (``from_dict`` rebuilds the postprocessor; the API key is left out).
+        """The settings as a dict (``from_dict`` rebuilds the postprocessor; the API key and any
+        credentials in ``base_url`` are left out).
 
         Raises:
             TypeError: the postprocessor was built with ``reranker=`` (nothing could rebuild it).
         """
-        self._refuse_if_injected("serialise")
+        if self._slot.injected:
+            self._slot.__getstate__()  # raises: the same refusal as pickling
         return super().to_dict(**kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
-        self._refuse_if_injected("pickle")
+        self._slot.__getstate__()  # raises for an injected reranker; an empty slot pickles as {}
         return super().__getstate__()
 
     # -- BaseNodePostprocessor ----------------------------------------------------------------
     def postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None, query_str: str | None = None, *,
-        top_n: int | None = DEFAULT, instruction: str | None = None,
+        top_n: int | None = USE_DEFAULT, instruction: str | None = None,
     ) -> list[NodeWithScore]:  # fmt: skip
         """Rerank ``nodes`` for the query; ``top_n`` (``None``: all) and ``instruction`` override
         the postprocessor's for this call."""
@@ -192,7 +183,7 @@ class Qwen3Rerank(BaseNodePostprocessor):
 
     async def apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None, query_str: str | None = None, *,
-        top_n: int | None = DEFAULT, instruction: str | None = None,
+        top_n: int | None = USE_DEFAULT, instruction: str | None = None,
     ) -> list[NodeWithScore]:  # fmt: skip
         """Asynchronous :meth:`postprocess_nodes` through the engine's async path."""
         bundle = h.bundle(query_bundle, query_str)
@@ -200,7 +191,7 @@ class Qwen3Rerank(BaseNodePostprocessor):
 
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None, *,
-        top_n: int | None = DEFAULT, instruction: str | None = None,
+        top_n: int | None = USE_DEFAULT, instruction: str | None = None,
     ) -> list[NodeWithScore]:  # fmt: skip
         # DispatcherSpanMixin runs this (the base class's abstract method) inside a span.
         query, top_n, instruction = self._call(query_bundle, top_n, instruction)
@@ -208,13 +199,13 @@ class Qwen3Rerank(BaseNodePostprocessor):
             return []
         texts, payload = self._start(nodes, query_bundle, query, top_n)
         with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
-            ranking = self.reranker.rerank(query, texts, **self._options(len(nodes), instruction))
-            return self._finish(nodes, ranking[:top_n], ranking.stats, event)
+            ranking = self.reranker.rerank(query, texts, **self._options(top_n, instruction))
+            return self._finish(nodes, ranking, ranking.stats, event)
 
     @dispatcher.span
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None, *,
-        top_n: int | None = DEFAULT, instruction: str | None = None,
+        top_n: int | None = USE_DEFAULT, instruction: str | None = None,
     ) -> list[NodeWithScore]:  # fmt: skip
         # Not abstract in the base class, so the mixin leaves it alone: the span is ours, and the
         # events below carry its id as they do on the sync path.
@@ -223,14 +214,14 @@ class Qwen3Rerank(BaseNodePostprocessor):
             return []
         texts, payload = self._start(nodes, query_bundle, query, top_n)
         with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
-            ranking = await self.reranker.arerank(query, texts, **self._options(len(nodes), instruction))
-            return self._finish(nodes, ranking[:top_n], ranking.stats, event)
+            ranking = await self.reranker.arerank(query, texts, **self._options(top_n, instruction))
+            return self._finish(nodes, ranking, ranking.stats, event)
 
     # -- shared sync/async steps --------------------------------------------------------------
     def _call(
         self, query_bundle: QueryBundle | None, top_n: Any, instruction: str | None
     ) -> tuple[str, int | None, str | None]:
-        top_n = self.top_n if top_n is DEFAULT else h.check_top_n(top_n)
+        top_n = self.top_n if top_n is USE_DEFAULT else settings.check_top_n(top_n)
         return h.query_of(query_bundle), top_n, instruction or self.instruction
 
     def _start(
@@ -247,10 +238,8 @@ class Qwen3Rerank(BaseNodePostprocessor):
         }
         return [h.node_text(n.node, self.metadata_mode) for n in nodes], payload
 
-    def _options(self, count: int, instruction: str | None) -> dict[str, Any]:
-        # Every node from the core (its top_n=None would mean "the Reranker's default"); the
-        # caller keeps its own top_n.
-        return {"top_n": count, "instruction": instruction, "score_threshold": self.score_threshold}
+    def _options(self, top_n: int | None, instruction: str | None) -> dict[str, Any]:
+        return {"top_n": top_n, "instruction": instruction, "score_threshold": self.score_threshold}
 
     def _finish(self, nodes: list[NodeWithScore], results: list[Any], stats: Any, event: Any) -> list[NodeWithScore]:
         windows = self.reranker.long_documents == "window"
