@@ -161,6 +161,18 @@ def test_relative_links_resolve(page):
             assert anchor in _anchors(dest), f"{page.name} links {target!r}: no such heading in {dest.name}"
 
 
+def test_the_architecture_table_names_modules_that_exist():
+    """docs/development.md's module table follows the code: a renamed module fails here."""
+    text = _read(DOCS / "development.md")
+    table = text[text.index("| module | one concept |") :]
+    table = table[: table.index("\n\n")]
+    named = re.findall(r"`([\w/]+(?:\.py|/))`", table)
+    assert len(named) >= 10, named
+    package = ROOT / "src" / "qwen3_rerank"
+    missing = [name for name in named if not (package / name).exists()]
+    assert not missing, f"docs/development.md names modules that do not exist: {missing}"
+
+
 def test_readme_has_python_blocks_of_every_kind():
     assert len(BLOCKS) >= 8
     assert any(b.needs is None and not b.requires for b in README_BLOCKS)
