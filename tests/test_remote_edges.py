@@ -12,6 +12,7 @@ import asyncio
 import gc
 import json
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -28,15 +29,21 @@ from qwen3_rerank import (
     ConfigurationError,
     EngineError,
     InvalidScoreError,
+    MissingDependencyError,
     Qwen3Tokenizer,
     RemoteError,
     RemoteTimeoutError,
     Reranker,
 )
 from qwen3_rerank.engines.remote import MAX_RETRY_AFTER, RemoteEngine, parse_retry_after, redact_url
-from qwen3_rerank.engines.remote._protocol import parse_response
+from qwen3_rerank.engines.remote._apis import parse_response as _parse
+from qwen3_rerank.engines.remote._apis import shape_of
 from qwen3_rerank.engines.remote._transport import join_url
 from tests.test_remote_unit import DOCS, FakeVLLM, by_index, engine_for, expected, resolved
+
+
+def parse_response(api: str, *args: Any) -> Any:
+    return _parse(shape_of(api), *args)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +120,7 @@ def dripping(request: pytest.FixtureRequest) -> Iterator[Dripping]:
 
 def test_a_dripping_server_cannot_outlast_total_timeout(tok: Qwen3Tokenizer, dripping: Dripping) -> None:
     engine = RemoteEngine(dripping.url, tokenizer=tok, api="classify", max_model_len=512, total_timeout=1.5)
-    engine._resolved = ("classify", "/classify")
+    engine._resolved = (shape_of("classify"), "/classify")
     start = time.monotonic()
     with pytest.raises(RemoteTimeoutError):
         engine.score(pairs_for(tok, ["a"]))
@@ -138,7 +145,7 @@ def test_ctrl_c_during_a_sync_call_in_several_requests_returns_at_once(tok: Qwen
     server = Dripping("body")
     engine = RemoteEngine(server.url, tokenizer=tok, api="classify", max_model_len=512, total_timeout=30,
                           max_batch_size=1, max_concurrency=4)  # fmt: skip
-    engine._resolved = ("classify", "/classify")
+    engine._resolved = (shape_of("classify"), "/classify")
     timer = threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGINT))  # a real Ctrl-C
     try:
         timer.start()
@@ -174,7 +181,7 @@ def test_a_slow_body_through_any_transport_is_cut_at_the_deadline(tok: Qwen3Toke
     engine = RemoteEngine(
         "http://a", tokenizer=tok, api="classify", max_model_len=512, total_timeout=1.0, transport=transport
     )
-    engine._resolved = ("classify", "/classify")
+    engine._resolved = (shape_of("classify"), "/classify")
     start = time.monotonic()
     with pytest.raises(RemoteTimeoutError, match="whole answer"):
         engine.score(pairs_for(tok, ["a"]))
@@ -259,17 +266,29 @@ def test_tls_certificate_failures_are_not_retried(tok: Qwen3Tokenizer) -> None:
     engine = RemoteEngine(
         "https://a", tokenizer=tok, api="classify", max_model_len=512, transport=httpx.MockTransport(refuse)
     )
-    engine._resolved = ("classify", "/classify")
+    engine._resolved = (shape_of("classify"), "/classify")
     with pytest.raises(RemoteError, match="TLS certificate"):
         engine.score(pairs_for(tok, ["a"]))
     assert len(server.requests) == 1
 
 
-# -- 4. Retry-After is capped --------------------------------------------------------------------
+# -- 4. Retry-After is capped: a value above the cap is treated as absent (issue 25.22) ----------
 def test_retry_after_is_capped() -> None:
-    assert parse_retry_after("100000") == MAX_RETRY_AFTER == 30.0
-    assert parse_retry_after("Wed, 21 Oct 2099 07:28:10 GMT") == MAX_RETRY_AFTER
+    assert MAX_RETRY_AFTER == 30.0 and parse_retry_after("30") == 30.0
+    assert parse_retry_after("100000") is None and parse_retry_after("1000000000") is None
+    assert parse_retry_after("Wed, 21 Oct 2099 07:28:10 GMT") is None
     assert parse_retry_after("nan") is None and parse_retry_after("-5") == 0.0
+
+
+def test_an_unreasonable_retry_after_gets_the_normal_backoff(tok: Qwen3Tokenizer) -> None:
+    # A proxy answering `Retry-After: 1000000000` used to end the call at once (RemoteTimeoutError);
+    # like openai-python, such a value is ignored and the retry, after the normal backoff, succeeds.
+    server = FakeVLLM(tok)
+    server.script = [httpx.Response(503, headers={"Retry-After": "1000000000"}, text="busy")]
+    start = time.monotonic()
+    engine = resolved(server, tok, backoff=0.05, total_timeout=5.0)
+    assert len(engine.score(pairs_for(tok, ["a"])).logits) == 1
+    assert time.monotonic() - start < 1.0 and len(server.requests) == 2
 
 
 def test_a_busy_replica_comes_back(tok: Qwen3Tokenizer) -> None:
@@ -370,9 +389,13 @@ def test_asyncio_run_per_call_leaves_no_client_open(tok: Qwen3Tokenizer) -> None
     gc.collect()  # what earlier tests left for the collector warns there, not in this test's record
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+
+        async def call() -> None:
+            await reranker.arerank("q", ["a"])
+            clients.append(engine._requester._get_async_client())
+
         for _ in range(3):
-            asyncio.run(reranker.arerank("q", ["a"]))
-            clients.append(engine._requester._async_client)
+            asyncio.run(call())
         gc.collect()
     assert len({id(c) for c in clients}) == 3 and all(c.is_closed for c in clients)
     assert not [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
@@ -384,7 +407,7 @@ def test_close_releases_the_async_client_of_a_loop_that_is_not_running(tok: Qwen
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(engine.ascore(pairs_for(tok, ["a"])))
-        client = engine._requester._async_client
+        (client, _keeper) = engine._requester._clients._async_clients[loop]
         engine.close()
         assert client.is_closed
     finally:
@@ -463,3 +486,464 @@ async def test_a_closed_engine_refuses_calls(tok: Qwen3Tokenizer) -> None:
     with pytest.raises(EngineError, match="closed"):
         await engine.ascore(pairs_for(tok, ["a"]))
     assert len(server.requests) == 1
+
+
+# -- issue 23.3: API shapes as objects -------------------------------------------------------------
+def test_the_api_lists_derive_from_the_shape_objects() -> None:
+    from qwen3_rerank import settings
+    from qwen3_rerank.engines.remote import _apis
+
+    names = tuple(s.name for s in _apis.SHAPES)
+    assert names == _apis.AUTO_ORDER and ("auto", *names) == _apis.APIS
+    assert {s.name: s.paths for s in _apis.SHAPES} == _apis.PATHS
+    from qwen3_rerank.engines import RemoteEngine
+
+    assert RemoteEngine.option_choices["api"] is _apis.APIS  # what the factory checks api= against
+    from qwen3_rerank.engines.remote import API_KEY_ENV
+
+    assert API_KEY_ENV == settings.ENV_API_KEY  # defined in the engine without importing settings
+    # No branch on an API's name is left anywhere in the library.
+    src = Path(__file__).resolve().parents[1] / "src"
+    branches = [
+        f"{p.relative_to(src)}:{n}"
+        for p in src.rglob("*.py")
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\bapi\s*[!=]=\s*['\"](classify|score|rerank)", line)
+    ]
+    assert not branches
+
+
+def test_a_fourth_api_shape_is_one_object(tok: Qwen3Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qwen3_rerank.engines.remote import _apis
+
+    class Pooling(_apis.ApiShape):  # e.g. a server's own dialect: token ids, "logit" per item
+        name = "mine"
+        paths = ("/v2/mine",)
+        sends_text = False
+        items_key = "items"
+        score_key = "logit"
+        scores_are_logits = True
+
+        def body(self, pairs: Any, renderer: Any) -> dict[str, Any]:
+            return {"sequences": [list(p.input_ids) for p in pairs]}
+
+        def probe_body(self, documents: int = 1) -> dict[str, Any]:
+            return {"sequences": [[0]] * documents}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/v2/mine":
+            return httpx.Response(404, json={"detail": "Not Found"})
+        seqs = json.loads(request.content)["sequences"]
+        items = [{"index": i, "logit": 0.25 * i} for i in range(len(seqs))]
+        return httpx.Response(200, json={"items": items, "usage": {"prompt_tokens": sum(map(len, seqs))}})
+
+    by_name, order, names = _apis.derive((*_apis.SHAPES, Pooling()))
+    monkeypatch.setattr(_apis, "_BY_NAME", by_name)
+    monkeypatch.setattr(_apis, "AUTO_ORDER", order)
+    monkeypatch.setattr(_apis, "APIS", names)
+    for api in ("mine", "auto"):
+        engine = RemoteEngine(
+            "http://a", tokenizer=tok, api=api, max_model_len=512, transport=httpx.MockTransport(handler)
+        )
+        out = engine.score(pairs_for(tok, ["a", "b", "c"]))
+        assert out.logits == [0.0, 0.25, 0.5] and engine.resolved_api == "mine"
+        engine.close()
+
+
+# -- issue 25.2: the embedding-server guard decides from the scoring answers themselves -------------
+class BiEncoderBehindGateway(FakeVLLM):
+    """An embedding model's /score and /rerank (as vLLM's bi-encoder counts: the query once, each
+    document once), behind a gateway that answers 401/403/404 for every other path."""
+
+    def __init__(self, tok: Qwen3Tokenizer, other_status: int = 404, usage: bool = True) -> None:
+        super().__init__(tok)
+        self.other_status, self.usage = other_status, usage
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path not in ("/score", "/rerank"):
+            return httpx.Response(self.other_status, json={"detail": "blocked by the gateway"})
+        self.requests.append(request)
+        body = json.loads(request.content)
+        first = body.get("text_1", body.get("query"))
+        docs = body.get("text_2") or body.get("documents")
+        firsts = [first] if isinstance(first, str) else first
+        tokens = sum(len(self.tok.encode_template(t)) for t in [*firsts, *docs])
+        key, name = ("data", "score") if path == "/score" else ("results", "relevance_score")
+        answer: dict[str, Any] = {key: [{"index": i, name: 0.93} for i in range(len(docs))]}
+        if self.usage:
+            answer["usage"] = {"prompt_tokens": tokens}
+        return httpx.Response(200, json=answer)
+
+
+@pytest.mark.parametrize(
+    ("api", "status"),
+    # (api="auto" first probes /classify, where a 401/403 is an AuthenticationError of its own.)
+    [("auto", 404), *((api, status) for api in ("score", "rerank") for status in (401, 403, 404))],
+)
+def test_an_embedding_model_behind_a_gateway_is_refused(tok: Qwen3Tokenizer, api: str, status: int) -> None:
+    # Before: /v1/embeddings answering 401/403/404 let cosine similarities through as P(yes).
+    server = BiEncoderBehindGateway(tok, other_status=status)
+    for verify in (True, False):
+        engine = engine_for(server, tok, api=api, verify_template=verify)
+        with pytest.raises(ConfigurationError, match="embedding model.*query once per document.*--hf-overrides"):
+            engine.score(pairs_for(tok, ["a"]))
+        assert engine.resolved_api is None
+
+
+def test_a_text_server_whose_answers_prove_nothing_is_refused_unless_asked(tok: Qwen3Tokenizer) -> None:
+    server = BiEncoderBehindGateway(tok, usage=False)
+    engine = engine_for(server, tok, api="score")
+    with pytest.raises(ConfigurationError, match="nothing .* proves .* verify_template=False"):
+        engine.score(pairs_for(tok, ["a"]))
+    assert [r.url.path for r in server.requests] == ["/score", "/score"]
+    unproven = engine_for(server, tok, api="score", verify_template=False)
+    assert len(unproven.score(pairs_for(tok, ["a"])).logits) == 1
+
+
+def test_a_real_reranker_behind_a_gateway_is_accepted(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok, endpoints=("/score",))  # /v1/embeddings and /classify: 404
+    engine = engine_for(server, tok)
+    assert by_index(Reranker(engine).rerank("q", DOCS[:2])) == pytest.approx(expected(tok, "q", DOCS[:2]))
+    probes = server.bodies("/score")[:2]
+    assert [p["text_2"] for p in probes] == [["b"], ["b", "b"]]
+    assert "/v1/embeddings" not in [r.url.path for r in server.requests]
+
+
+# -- issue 25.23: a malformed probe answer is reported as malformed --------------------------------
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b'{"data": [{"index": 0, "probs": [NaN]}], "usage": {"prompt_tokens": 1}}', "non-finite"),
+        (b'{"data": [{"index": 0, "probs": [1' + b"0" * 400 + b"]}]}", "non-finite"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON.*RecursionError"),
+    ],
+    ids=["nan", "400-digits", "deep"],
+)
+def test_a_malformed_probe_answer_is_called_malformed(tok: Qwen3Tokenizer, raw: bytes, words: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/classify":
+            return httpx.Response(200, content=raw, headers={"content-type": "application/json"})
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    engine = RemoteEngine("http://a", tokenizer=tok, max_model_len=512, transport=httpx.MockTransport(handler))
+    with pytest.raises(RemoteError, match=f"malformed answer to the probe.*{words}") as info:
+        engine.score(pairs_for(tok, ["a"]))
+    assert "offers none" not in str(info.value) and "--hf-overrides" not in str(info.value)
+
+
+# -- a small real HTTP server for the socket-level items of issue 25 -----------------------------
+class Recorder:
+    """A stdlib HTTP server on 127.0.0.1 answering /classify like vLLM; it records each request
+    line (a proxy gets the absolute form, ``POST http://host:port/classify``) and its headers."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.lines: list[str] = []
+        self.auth: list[str | None] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                outer.lines.append(self.requestline)
+                outer.auth.append(self.headers.get("authorization"))
+                seqs = json.loads(self.rfile.read(int(self.headers["content-length"])))["input"]
+                body = json.dumps(
+                    {
+                        "data": [{"index": i, "probs": [0.5], "num_classes": 1} for i in range(len(seqs))],
+                        "usage": {"prompt_tokens": sum(map(len, seqs))},
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def _clear_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+# -- 25.5: one proxy rule for the sync and the async path ------------------------------------------
+def test_proxy_variables_apply_to_sync_and_async_alike(tok: Qwen3Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    server, proxy = Recorder(), Recorder()
+    try:
+        _clear_proxies(monkeypatch)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        engine = RemoteEngine(server.url, tokenizer=tok, api="classify", max_model_len=512, api_key="k-123")
+        engine.score(pairs_for(tok, ["a"]))
+        asyncio.run(engine.ascore(pairs_for(tok, ["b"])))
+        engine.close()
+        # Both went through the proxy (absolute-form request lines), none direct.
+        assert [line.split()[1] for line in proxy.lines] == [f"{server.url}/classify"] * 3  # probe + 2 calls
+        assert server.lines == [] and proxy.auth == ["Bearer k-123"] * 3
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        engine = RemoteEngine(server.url, tokenizer=tok, api="classify", max_model_len=512)
+        engine.score(pairs_for(tok, ["a"]))
+        asyncio.run(engine.ascore(pairs_for(tok, ["b"])))
+        engine.close()
+        assert len(server.lines) == 3 and len(proxy.lines) == 3  # NO_PROXY: both direct
+    finally:
+        server.close()
+        proxy.close()
+
+
+def test_a_socks_proxy_without_socksio_names_the_extra(tok: Qwen3Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("socksio") is not None:  # pragma: no cover - not in the test venv
+        pytest.skip("socksio is installed here")
+    _clear_proxies(monkeypatch)
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1")
+    engine = RemoteEngine("http://127.0.0.1:9", tokenizer=tok, api="classify", max_model_len=512)
+    with pytest.raises(MissingDependencyError, match=r"socksio.*pip install 'qwen3-rerank\[socks\]'"):
+        engine.score(pairs_for(tok, ["a"]))
+    with pytest.raises(MissingDependencyError, match=r"qwen3-rerank\[socks\]"):
+        asyncio.run(engine.ascore(pairs_for(tok, ["a"])))
+    engine.close()
+
+
+# -- 25.18: URLs and incomplete bodies --------------------------------------------------------------
+def test_an_uppercase_scheme_is_accepted(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    engine = RemoteEngine("HTTP://a:8000", tokenizer=tok, max_model_len=512, transport=httpx.MockTransport(server))
+    assert len(engine.score(pairs_for(tok, ["a"])).logits) == 1
+    assert {str(r.url) for r in server.requests} <= {"http://a:8000/classify"}
+    assert "HTTP" not in repr(engine)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://me:s3cret@[::1", "http://h:notaport", "ftp://me:s3cret@h", "http://"]
+)
+def test_a_broken_url_is_a_configuration_error_that_hides_it(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="base_url") as info:
+        RemoteEngine(url)
+    assert "s3cret" not in str(info.value) and not isinstance(info.value.__cause__, ValueError)
+
+
+def test_a_body_shorter_than_its_content_length_is_not_an_unreachable_replica(tok: Qwen3Tokenizer) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"data"')
+
+    threading.Thread(target=serve, daemon=True).start()
+    good = Recorder()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        engine = RemoteEngine(url, tokenizer=tok, api="classify", max_model_len=512, max_retries=1, backoff=0.01)
+        engine._resolved = (shape_of("classify"), "/classify")
+        with pytest.raises(RemoteError, match="incomplete answer") as info:
+            engine.score(pairs_for(tok, ["a"]))
+        assert "could not reach" not in str(info.value)
+        engine.close()
+        both = RemoteEngine([url, good.url], tokenizer=tok, api="classify", max_model_len=512, backoff=0.01)
+        both._resolved = (shape_of("classify"), "/classify")
+        assert len(both.score(pairs_for(tok, ["a"])).logits) == 1
+        assert both._requester._health.down_until == {}  # the short answer did not mark it down
+        both.close()
+    finally:
+        stop.set()
+        sock.close()
+        good.close()
+
+
+# -- 25.14: RemoteError.body is scrubbed on every path ----------------------------------------------
+@pytest.mark.parametrize("shape", ["html", "json"])
+def test_an_echoed_key_is_scrubbed_from_every_error(tok: Qwen3Tokenizer, shape: str) -> None:
+    key = "sk-live-0123456789"
+
+    def echo(request: httpx.Request) -> httpx.Response:  # a proxy page echoing the request headers
+        auth = request.headers["authorization"]
+        if shape == "html":
+            return httpx.Response(200, text=f"<html>you sent Authorization: {auth}</html>")
+        return httpx.Response(200, json={"echo": {"authorization": auth}})
+
+    engine = RemoteEngine("http://gw?token=qtoken-777", tokenizer=tok, api="classify", max_model_len=512,
+                          api_key=key, transport=httpx.MockTransport(echo))  # fmt: skip
+    engine._resolved = (shape_of("classify"), "/classify")
+    with pytest.raises(RemoteError) as info:
+        engine.score(pairs_for(tok, ["a"]))
+    shown = f"{info.value} {info.value.body} {info.value.url}"
+    assert info.value.body and key not in shown and "qtoken-777" not in shown and "***" in info.value.body
+
+
+# -- 25.16: close() from another thread during a sync call ------------------------------------------
+def test_close_from_another_thread_during_a_call_is_an_engine_error(tok: Qwen3Tokenizer) -> None:
+    server = Dripping("body")
+    engine = RemoteEngine(server.url, tokenizer=tok, api="classify", max_model_len=512, total_timeout=20, backoff=0.01)
+    engine._resolved = (shape_of("classify"), "/classify")
+    timer = threading.Timer(0.4, engine.close)
+    try:
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(EngineError, match="closed") as info:
+            engine.score(pairs_for(tok, ["a"]))
+        assert type(info.value) is EngineError and time.monotonic() - start < 5.0
+    finally:
+        timer.cancel()
+        server.close()
+
+
+# -- 25.4: one engine, two live event loops ----------------------------------------------------------
+def test_one_engine_from_two_live_event_loops(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    engine = resolved(server, tok)
+    errors: list[BaseException] = []
+
+    async def many() -> None:
+        for i in range(60):
+            await engine.ascore(pairs_for(tok, [f"d{i}"]))
+            await asyncio.sleep(0)
+
+    def thread() -> None:
+        try:
+            asyncio.run(many())
+        except BaseException as exc:  # recorded: the assertion below shows it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=thread) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and engine._requester.async_clients_made == 2  # one per loop, no churn
+    engine.close()
+
+
+# -- 25.6: arerank never blocks the caller's loop on HTTP -------------------------------------------
+@pytest.mark.parametrize("case", ["discovery", "server-tokenizer"])
+async def test_arerank_does_not_block_the_event_loop(tok: Qwen3Tokenizer, case: str) -> None:
+    server = FakeVLLM(tok, endpoints=("/score",))
+    slow = {"/v1/models"} if case == "discovery" else {"/detokenize"}
+    inner = server.__call__
+
+    slowed: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path in slow and not slowed:
+            slowed.append(request.url.path)
+            time.sleep(0.3)  # a sync request on the loop would freeze it this long
+        return inner(request)
+
+    kw: dict[str, Any] = {"tokenizer": tok} if case == "discovery" else {"tokenizer": "server", "max_model_len": 1024}
+    engine = RemoteEngine("http://a", api="score", transport=httpx.MockTransport(handler), **kw)
+    reranker = Reranker(engine, max_length=256)
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0.05)  # the ticker runs before the call starts
+    try:
+        await reranker.arerank("q", ["a", "b", "c"])
+    finally:
+        tick.cancel()
+    assert slowed  # the slow request was made (during this call)
+    assert max(gaps) < 0.2, f"the loop was blocked for {max(gaps):.2f}s"
+    await engine.aclose()
+
+
+# -- 25.17: a server whose context is too small for the template ------------------------------------
+def test_a_server_context_too_small_for_the_template_says_so(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok)
+    inner = server.__call__
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "served", "max_model_len": 50}]})
+        return inner(request)
+
+    engine = RemoteEngine("http://a", tokenizer=tok, transport=httpx.MockTransport(handler))
+    with pytest.raises(ConfigurationError, match=r"max_model_len=50\) is too small.*--max-model-len") as info:
+        Reranker(engine).rerank("q", ["a"])
+    assert "Use max_length" not in str(info.value)
+
+
+# -- 25.9: text APIs cut on a character boundary ----------------------------------------------------
+def test_text_apis_never_send_a_broken_character(tok: Qwen3Tokenizer) -> None:
+    server = FakeVLLM(tok, endpoints=("/score",))
+    engine = engine_for(server, tok, api="score")
+    reranker = Reranker(engine, max_length=200)
+    base = reranker.encoder.min_max_length()
+    for max_length in range(base, base + 12):
+        # 𠜎 and 🫠 are three byte tokens each: most cuts fall inside one.
+        Reranker(engine, max_length=max_length).rerank("𠜎 q", ["🫠𠜎🧬" * 40])
+    sent = [t for b in server.bodies("/score") for t in b["text_2"]] + [b["text_1"] for b in server.bodies("/score")]
+    assert sent and not [t for t in sent if "\ufffd" in t]
+
+
+# -- 25.20: Ctrl-C during a sync call of several requests: the process exits at once ---------------
+_CTRL_C_SCRIPT = """
+import os, signal, socket, threading, time
+from qwen3_rerank import EncodedPair
+from qwen3_rerank.engines.remote import RemoteEngine
+from qwen3_rerank.engines.remote._apis import shape_of
+
+sock = socket.socket(); sock.bind(("127.0.0.1", 0)); sock.listen(16)
+held = []
+def accept():
+    while True:
+        conn, _ = sock.accept(); held.append(conn)  # read nothing, answer nothing
+threading.Thread(target=accept, daemon=True).start()
+engine = RemoteEngine(f"http://127.0.0.1:{sock.getsockname()[1]}", api="classify", max_model_len=512,
+                      total_timeout=30, max_batch_size=1, max_concurrency=4, verify_template=False)
+engine._resolved = (shape_of("classify"), "/classify")
+threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGINT)).start()
+print("start", flush=True)
+engine.score([EncodedPair(input_ids=[1, 2, 3], query_length=1) for _ in range(4)])
+"""
+
+
+def test_ctrl_c_during_a_sync_call_lets_the_process_exit_at_once() -> None:
+    import os
+    import subprocess
+    import sys
+
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_SCRIPT], capture_output=True, text=True, timeout=60, env=dict(os.environ)
+    )
+    took = time.monotonic() - start
+    assert "KeyboardInterrupt" in done.stderr, done.stderr[-2000:]
+    assert took < 10.0, f"the process took {took:.1f}s to exit after Ctrl-C (requests in flight were waited for)"

@@ -32,6 +32,7 @@ from qwen3_rerank import (
     prompts,
 )
 from qwen3_rerank.engines.remote import RemoteEngine, ServerTokenizer, neutralise
+from qwen3_rerank.engines.remote._apis import shape_of
 from qwen3_rerank.testing import reference_scores
 
 pytestmark = [pytest.mark.remote, pytest.mark.timeout(900)]
@@ -222,7 +223,7 @@ def test_503_then_200_is_retried_after_retry_after(
     engine = new_engine(
         vllm_server.base_url, model=str(tiny_model), api="classify", transport=transport, max_model_len=2048
     )
-    engine._resolved = ("classify", "/classify")
+    engine._resolved = (shape_of("classify"), "/classify")
     start = time.monotonic()
     got = Reranker(engine, max_length=512).rerank(QUERY, DOCS)
     assert time.monotonic() - start >= 1.0
@@ -241,7 +242,7 @@ def test_malformed_json_from_a_real_answer(vllm_server: Any, tiny_model: Path, n
     engine = new_engine(
         vllm_server.base_url, model=str(tiny_model), api="score", transport=Recording(corrupt), max_model_len=2048
     )
-    engine._resolved = ("score", "/score")
+    engine._resolved = (shape_of("score"), "/score")
     with pytest.raises(RemoteError, match="not JSON") as info:
         Reranker(engine, max_length=512).rerank(QUERY, DOCS)
     assert info.value.url == vllm_server.base_url + "/score" and info.value.status_code == 200
@@ -421,7 +422,9 @@ def test_a_reranker_served_without_hf_overrides_is_refused(tiny_model: Path) -> 
         for api in ("auto", "score", "rerank"):
             for docs in (DOCS[:1], DOCS):
                 engine = RemoteEngine(server.base_url, model=str(tiny_model), api=api, max_model_len=2048)
-                with pytest.raises(ConfigurationError, match="embedding model.*--hf-overrides"):
+                with pytest.raises(
+                    ConfigurationError, match="embedding model: its .* query once per document.*--hf-overrides"
+                ):
                     Reranker(engine, max_length=512).rerank(QUERY, docs)
                 engine.close()
     finally:

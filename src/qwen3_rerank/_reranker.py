@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._encoding import LongDocuments, PairEncoder, PlannedQuery, RerankPlan, check_plan_options, validate_texts
-from ._exceptions import EngineError
+from ._exceptions import ConfigurationError, EngineError
 from ._scores import probability
 from ._types import EngineOutput, Ranking, RerankResult, RerankStats
 from .engines import Engine, create_engine
@@ -172,6 +172,14 @@ class Reranker:
             requested = self._requested_max_length
             limit = self._engine.max_model_len
             effective = min(requested, limit) if limit else requested
+            if limit and limit < requested and limit < self.encoder.min_max_length():
+                # Lowering max_length to the engine's limit leaves no room: the limit is the fix.
+                raise ConfigurationError(
+                    f"the {self._engine.name} engine's context length (max_model_len={limit}) is too small "
+                    f"for the Qwen3-Reranker prompt, which needs at least {self.encoder.min_max_length()} "
+                    "tokens for its template, a query and a document; raise the limit (`vllm serve "
+                    "--max-model-len 8192`, or VLLMEngine(max_model_len=...)); lowering max_length cannot help"
+                )
             if effective < requested:
                 logger.info("max_length lowered from %d to the engine's limit %d", requested, effective)
             self._max_length = effective

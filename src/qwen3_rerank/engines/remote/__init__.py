@@ -19,9 +19,16 @@ the *last* N tokens and would cut the system prompt):
 ``"auto"``
     Probes ``classify``, ``score``, ``rerank`` once with a one-token request and caches the first
     that works (one probe at a time, however many calls start together). A text endpoint is
-    accepted only from a server that is not an embedding model: ``vllm serve`` without the
-    reranker's ``--hf-overrides`` serves the checkpoint as one, and its ``/score`` answers cosine
-    similarities; such a server is refused with :class:`~qwen3_rerank.ConfigurationError`.
+    accepted only when its own answers prove a reranker: ``vllm serve`` without the reranker's
+    ``--hf-overrides`` serves the checkpoint as an embedding model, whose ``/score`` answers
+    cosine similarities. A second probe with the document twice settles it: a cross-encoder
+    counts ``usage.prompt_tokens`` for query + document twice (exactly double), an embedding
+    model counts the query once. Such a server is refused with
+    :class:`~qwen3_rerank.ConfigurationError`, and so is one whose answers prove nothing (no
+    counts, no one-label ``/classify``) unless ``verify_template=False``.
+
+Each API is one :class:`ApiShape` object (``_apis``): its paths, request body, answer parser and
+probe; :data:`APIS` (the ``api=`` values) and the ``auto`` order are derived from :data:`SHAPES`.
 
 Results are placed by their ``index``, never matched by echoed text.
 
@@ -48,6 +55,7 @@ returned.
 
 from __future__ import annotations
 
+from ._apis import APIS, SHAPES, ApiShape
 from ._engine import RemoteEngine
 from ._protocol import (
     CONTROL_TOKENS,
@@ -63,7 +71,10 @@ from ._requester import API_KEY_ENV
 from ._server_tokenizer import ServerTokenizer
 
 __all__ = [
+    "APIS",
     "API_KEY_ENV",
+    "SHAPES",
+    "ApiShape",
     "CONTROL_TOKENS",
     "MAX_RETRY_AFTER",
     "NEUTRALISER",

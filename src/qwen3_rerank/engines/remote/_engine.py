@@ -24,8 +24,11 @@ from ..._exceptions import (
 from ..._tokenizer import Qwen3Tokenizer, Tokenizer
 from ..._types import EncodedPair, EngineOutput
 from .._base import Engine
+from . import _apis as apis
 from . import _protocol as proto
-from ._protocol import Api, Parsed, TextRenderer
+from ._apis import ApiShape, Parsed
+from ._probe import ANY_ERROR, resolve_plan
+from ._protocol import TextRenderer
 from ._requester import API_KEY_ENV, Plan, Requester, clean_api_key
 from ._server_tokenizer import ServerTokenizer
 from ._transport import normalise_base_url
@@ -34,7 +37,7 @@ __all__ = ["RemoteEngine"]
 
 logger = logging.getLogger("qwen3_rerank.engines.remote")
 
-_ANY_ERROR = frozenset(range(300, 600))
+_ANY_ERROR = ANY_ERROR
 _SOFT_DIAGNOSTIC = _ANY_ERROR - proto.RETRY_STATUSES  # busy answers are still retried
 
 
@@ -105,7 +108,7 @@ class RemoteEngine(Engine):
     extra: ClassVar[str] = "http"
     packages: ClassVar[tuple[str, ...]] = ("httpx",)
     uses_server: ClassVar[bool] = True
-    option_choices: ClassVar[dict[str, tuple[Any, ...]]] = {"api": proto.APIS}
+    option_choices: ClassVar[dict[str, tuple[Any, ...]]] = {"api": apis.APIS}
     #: The server's dtype is not known to the client.
     dtype: str | None = None
 
@@ -116,7 +119,7 @@ class RemoteEngine(Engine):
         model: str | os.PathLike[str] | None = None,
         served_model_name: str | None = None,
         tokenizer: Any = None,
-        api: Api = "auto",
+        api: str = "auto",
         api_key: str | None = None,
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
@@ -144,11 +147,12 @@ class RemoteEngine(Engine):
                 "'http://localhost:8000' (or a list of replicas)"
             )
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
-        if not urls or not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls):
-            shown = [proto.redact_url(u) if isinstance(u, str) else u for u in urls]
-            raise ConfigurationError(f"base_url must be one or more http(s):// URLs, got {shown!r}")
-        if api not in proto.APIS:
-            raise ConfigurationError(f"api must be one of {proto.APIS}, got {api!r}")
+        if not urls:
+            raise ConfigurationError("base_url must be one or more http(s):// URLs, got none")
+        for u in urls:
+            _check_url(u)
+        if api not in apis.APIS:
+            raise ConfigurationError(f"api must be one of {apis.APIS}, got {api!r}")
         for label, value, low in (
             ("timeout", timeout, 0), ("connect_timeout", connect_timeout, 0), ("total_timeout", total_timeout, 0),
             ("backoff", backoff, -1), ("max_backoff", max_backoff, -1),
@@ -162,7 +166,7 @@ class RemoteEngine(Engine):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{label} must be an int >= {low}, got {value!r}")
         self.base_urls: tuple[str, ...] = tuple(normalise_base_url(u) for u in urls)
-        self.api: Api = api
+        self.api = api
         self.model = None if model is None else str(model)
         self.served_model_name = served_model_name
         self.total_timeout = float(total_timeout)
@@ -181,7 +185,7 @@ class RemoteEngine(Engine):
         self._tokenizer: Any = None
         self._max_model_len = max_model_len
         self._discovered: dict[str, Any] | None = None
-        self._resolved: tuple[str, str] | None = None  # (api, path)
+        self._resolved: tuple[ApiShape, str] | None = None  # (api, path)
         self._lock = threading.RLock()
         self._resolve_lock = threading.Lock()
         self._async_resolve: tuple[Any, asyncio.Lock] | None = None
@@ -221,7 +225,10 @@ class RemoteEngine(Engine):
     @property
     def plan_may_block(self) -> bool:  # type: ignore[override]  # read-only view of Engine's attribute
         """Always with the server's ``/tokenize``; until it is loaded for a tokenizer that must be
-        fetched (hub, disk, ``/v1/models``); never for a tokenizer object passed in."""
+        fetched (hub, disk, ``/v1/models``); until ``max_model_len`` is known when it was not
+        passed (``GET /v1/models``); else never."""
+        if self._max_model_len is None and self._discovered is None:
+            return True  # reading max_model_len asks the server (GET /v1/models)
         if self._tokenizer is not None:
             return isinstance(self._tokenizer, ServerTokenizer)
         arg = self._tokenizer_arg
@@ -230,7 +237,7 @@ class RemoteEngine(Engine):
     @property
     def resolved_api(self) -> str | None:
         """The protocol in use once known (``"classify"``, ``"score"``, ``"rerank"``)."""
-        return None if self._resolved is None else self._resolved[0]
+        return None if self._resolved is None else self._resolved[0].name
 
     def request_json(self, method: str, path: str, payload: Any = None) -> tuple[int, Any, str]:
         """One request through this engine's transport, for diagnostics (``qwen3-rerank check``).
@@ -252,9 +259,10 @@ class RemoteEngine(Engine):
             with self._resolve_lock:  # one probe, however many threads start at once
                 if self._resolved is None:
                     self._requester.run(self._resolve_plan(deadline))
-        api, path = cast("tuple[str, str]", self._resolved)  # set by _resolve_plan
+        api, path = cast("tuple[ApiShape, str]", self._resolved)  # set by _resolve_plan
         chunks = self._chunks(api, pairs)
-        results = self._requester.run_many([self._chunk_plan(api, path, c, deadline) for c in chunks])
+        plans = [self._chunk_plan(api, path, c, deadline, self._prepare(api, c)) for c in chunks]
+        results = self._requester.run_many(plans)
         return self._assemble(api, results, len(pairs), len(chunks))
 
     async def ascore(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
@@ -266,13 +274,17 @@ class RemoteEngine(Engine):
             async with self._probe_lock():
                 if self._resolved is None:
                     await self._requester.arun(self._resolve_plan(deadline))
-        api, path = cast("tuple[str, str]", self._resolved)  # set by _resolve_plan
+        api, path = cast("tuple[ApiShape, str]", self._resolved)  # set by _resolve_plan
         chunks = self._chunks(api, pairs)
         gate = asyncio.Semaphore(self.max_concurrency)
+        # Rendering text through the server's tokenizer (/detokenize, /tokenize) is sync HTTP:
+        # done on a worker thread, never on the caller's event loop.
+        blocking = api.sends_text and isinstance(self.tokenizer, ServerTokenizer)
 
         async def one(chunk: _Chunk) -> Parsed:
             async with gate:
-                parsed: Parsed = await self._requester.arun(self._chunk_plan(api, path, chunk, deadline))
+                prepared = await asyncio.to_thread(self._prepare, api, chunk) if blocking else self._prepare(api, chunk)
+                parsed: Parsed = await self._requester.arun(self._chunk_plan(api, path, chunk, deadline, prepared))
                 return parsed
 
         tasks = [asyncio.ensure_future(one(c)) for c in chunks]
@@ -321,14 +333,14 @@ class RemoteEngine(Engine):
         )
 
     # -- chunking and reassembly -----------------------------------------------------------------
-    def _chunks(self, api: str, pairs: Sequence[EncodedPair]) -> list[_Chunk]:
-        """Consecutive runs of at most ``max_batch_size`` pairs (one query per run for rerank)."""
+    def _chunks(self, api: ApiShape, pairs: Sequence[EncodedPair]) -> list[_Chunk]:
+        """Consecutive runs of at most ``max_batch_size`` pairs (of one query for a one-query API)."""
         chunks: list[_Chunk] = []
         start = 0
         n = len(pairs)
         while start < n:
             end = min(start + self.max_batch_size, n)
-            if api == "rerank":
+            if api.one_query:
                 first = pairs[start].input_ids[: pairs[start].query_length]
                 stop = start + 1
                 while stop < end and pairs[stop].input_ids[: pairs[stop].query_length] == first:
@@ -339,13 +351,13 @@ class RemoteEngine(Engine):
         return chunks
 
     @staticmethod
-    def _assemble(api: str, results: Sequence[Parsed], n: int, requests: int) -> EngineOutput:
+    def _assemble(api: ApiShape, results: Sequence[Parsed], n: int, requests: int) -> EngineOutput:
         logits = [v for r in results for v in r.logits]
         tokens = [r.prompt_tokens for r in results]
         total = sum(t for t in tokens if t is not None) if all(t is not None for t in tokens) else None
         if len(logits) != n:  # pragma: no cover - each chunk is checked already
             raise InvalidScoreError(f"got {len(logits)} scores for {n} sequences")
-        return EngineOutput(logits=logits, prompt_tokens=total, extra={"api": api, "requests": requests})
+        return EngineOutput(logits=logits, prompt_tokens=total, extra={"api": api.name, "requests": requests})
 
     # -- the plans -------------------------------------------------------------------------------
     def _renderer(self) -> TextRenderer:
@@ -356,10 +368,18 @@ class RemoteEngine(Engine):
     def _payload_model(self) -> str | None:
         return self.served_model_name or self.model or (self._discovered or {}).get("id")
 
-    def _chunk_plan(self, api: str, path: str, chunk: _Chunk, deadline: float) -> Plan:
-        renderer = None if api == "classify" else self._renderer()
-        payload = proto.build_payload(api, chunk.pairs, self._payload_model(), renderer)
-        expected = proto.expected_tokens(api, chunk.pairs, self.tokenizer, renderer) if self.verify_template else None
+    def _prepare(self, api: ApiShape, chunk: _Chunk) -> tuple[dict[str, Any], int | None]:
+        """A chunk's body and the tokens a correct server counts for it (may ask ``/tokenize``)."""
+        renderer = self._renderer() if api.sends_text else None
+        payload = apis.build_payload(api, chunk.pairs, self._payload_model(), renderer)
+        tokenizer = self.tokenizer if api.sends_text else None  # token ids are counted as they are
+        expected = apis.expected_tokens(api, chunk.pairs, tokenizer, renderer) if self.verify_template else None
+        return payload, expected
+
+    def _chunk_plan(
+        self, api: ApiShape, path: str, chunk: _Chunk, deadline: float, prepared: tuple[dict[str, Any], int | None]
+    ) -> Plan:
+        payload, expected = prepared
         url, answer = yield from self._requester.request("POST", path, payload, deadline, results=len(chunk.pairs))
         if answer.json_error is not None:
             raise RemoteError(
@@ -369,12 +389,12 @@ class RemoteEngine(Engine):
                 url=url,
                 body=proto.excerpt(answer.text),
             )
-        parsed = proto.parse_response(api, answer.json, len(chunk.pairs), url)
+        parsed = apis.parse_response(api, answer.json, len(chunk.pairs), url)
         if expected is not None:
             if parsed.prompt_tokens is None:
                 self._warn_no_usage(url)
             else:
-                proto.check_tokens(parsed, expected, url, api)
+                apis.check_tokens(parsed, expected, url, api)
         return parsed
 
     def _warn_no_usage(self, url: str) -> None:
@@ -388,50 +408,10 @@ class RemoteEngine(Engine):
 
     def _resolve_plan(self, deadline: float) -> Plan:
         """Find the protocol once (``api="auto"`` probes; an explicit api only finds its path)."""
-        candidates = proto.AUTO_ORDER if self.api == "auto" else (self.api,)
-        tried: list[str] = []
-        model = self._payload_model()
-        request = self._requester.request
-        for api in candidates:
-            for path in proto.PATHS[api]:
-                url, answer = yield from request(
-                    "POST", path, proto.probe_payload(api, model), deadline, soft=proto.UNAVAILABLE
-                )
-                tried.append(f"{path} -> HTTP {answer.status}")
-                if answer.status == 404 and proto.is_model_missing(answer.text):
-                    _u, listing = yield from request("GET", "/v1/models", None, deadline, soft=_ANY_ERROR)
-                    served = proto.served_models(listing.json) if listing.status < 300 else []
-                    raise RemoteError(
-                        f"{url} does not serve the model {model!r} (HTTP 404); it serves "
-                        f"{served or 'models it did not list'}. Pass served_model_name= with one of "
-                        "those names (or model= for the model the server runs).",
-                        status_code=404,
-                        url=url,
-                        body=proto.excerpt(answer.text),
-                    )
-                if answer.status < 300 and answer.json_error is None and proto.probe_ok(api, answer.json):
-                    if api != "classify":
-                        _u, emb = yield from request(
-                            "POST", "/v1/embeddings", proto.embedding_probe(model), deadline, soft=_ANY_ERROR
-                        )
-                        if emb.status < 300 and proto.is_embedding_answer(emb.json):
-                            raise ConfigurationError(
-                                f"{self._requester.shown_urls[0]} serves the model as an embedding model: its "
-                                f"{path} answers cosine similarities, not Qwen3-Reranker relevance. Restart "
-                                f"`vllm serve` and {proto.HF_OVERRIDES_HINT}."
-                            )
-                    self._resolved = (api, path)
-                    logger.info("remote engine: using %s %s", api, path)
-                    return self._resolved
-                if answer.status in (404, 405):
-                    continue  # this path is not here; the next path of the same protocol may be
-                break  # the path exists but refuses this protocol: try the next protocol
-        raise RemoteError(
-            f"{self._requester.shown_urls[0]} offers none of the reranking endpoints tried ({'; '.join(tried)}). "
-            "Serve the model with `vllm serve MODEL --runner pooling --hf-overrides '{...}'` (see "
-            "the README), or pass api= for the endpoint your server has.",
-            url=self._requester.shown_urls[0],
-        )
+        names = apis.AUTO_ORDER if self.api == "auto" else (self.api,)
+        found = yield from resolve_plan(self._requester, names, self._payload_model(), deadline, self.verify_template)
+        self._resolved = found
+        return found
 
     # -- discovery and tokenizer -------------------------------------------------------------------
     def _discover(self) -> dict[str, Any] | None:
@@ -482,3 +462,27 @@ class RemoteEngine(Engine):
         else:
             logger.warning("remote engine: no model= given and /v1/models did not say; using the server's /tokenize")
         return ServerTokenizer(self._requester)
+
+
+def _check_url(url: Any) -> None:
+    """A base URL must parse and be http(s) with a host (the scheme in any case: RFC 3986)."""
+    import urllib.parse
+
+    if not isinstance(url, str):
+        raise ConfigurationError(
+            f"base_url must be a string URL such as 'http://host:8000', got a {type(url).__name__}"
+        )
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check ("http://h:x", "http://h:99999")
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"base_url is not a valid URL ({exc}); write it as http://host:port, an IPv6 host in "
+            "brackets: http://[::1]:8000 (the URL is not shown: it may hold a password)"
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        what = f"the scheme {parts.scheme!r}" if parts.scheme not in ("http", "https") else "no host"
+        raise ConfigurationError(
+            f"base_url must be an http:// or https:// URL with a host, e.g. 'http://10.0.0.5:8000'; this "
+            f"one has {what} (the URL is not shown: it may hold a password)"
+        )

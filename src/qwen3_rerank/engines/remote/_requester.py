@@ -25,16 +25,17 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..._config import ENV_API_KEY
 from ..._exceptions import ConfigurationError, EngineError, RemoteError, RemoteTimeoutError
 from . import _protocol as proto
+from ._clients import Clients
+from ._protocol import API_KEY_ENV
 from ._transport import (
     DEADLINE,
     Answer,
     BodyReader,
+    IncompleteAnswer,
     Send,
     Sleep,
-    bound_reads,
     join_url,
     tls_failure,
     url_secrets,
@@ -44,8 +45,6 @@ __all__ = ["API_KEY_ENV", "Requester"]
 
 logger = logging.getLogger("qwen3_rerank.engines.remote")
 
-API_KEY_ENV = ENV_API_KEY  # the one definition is in qwen3_rerank._config
-"""Environment variable read for the API key when ``api_key`` is not passed."""
 
 Plan = Generator[Any, Any, Any]
 
@@ -120,16 +119,11 @@ class Requester:
         self._rr = itertools.count()
         self._health = _Health()
         self._random = random.Random()
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._transport = transport
-        self._async_transport = async_transport if async_transport is not None else transport
-        self._client = client
-        self._owns_client = client is None
-        self._async_client = async_client
-        self._owns_async_client = async_client is None
-        self._async_loop: Any = None
-        self._keeper: asyncio.Task[None] | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._clients = Clients(
+            base_urls, limits=limits, timeout=timeout, client=client, async_client=async_client,
+            transport=transport, async_transport=async_transport, check_open=self._check_open,
+        )  # fmt: skip
         self._lock = threading.RLock()
         self.closed = False
 
@@ -199,6 +193,12 @@ class Requester:
                 )
                 if isinstance(exc, httpx.ConnectTimeout):
                     self._mark_down(base, None)
+            except IncompleteAnswer as exc:  # the server answered, then stopped short: not "unreachable"
+                failure = RemoteError(
+                    f"{shown} sent an incomplete answer ({self.scrub(str(exc))}): the body ended before its "
+                    "Content-Length, the server or a proxy cut it off",
+                    url=shown,
+                )
             except httpx.LocalProtocolError as exc:  # our own request is malformed: never transient
                 raise RemoteError(
                     f"could not send the request to {shown}: {type(exc).__name__}: {self.scrub(str(exc))} "
@@ -222,9 +222,10 @@ class Requester:
                     f"request to {shown} failed: {type(exc).__name__}: {self.scrub(str(exc))}", url=shown
                 ) from None
             else:
+                answer.text = self.scrub(answer.text)  # what an error or a caller may show
                 if answer.status < 300 or answer.status in soft:
                     return shown, answer
-                failure = proto.status_error(answer.status, self.scrub(answer.text), shown, answer.headers)
+                failure = proto.status_error(answer.status, answer.text, shown, answer.headers)
                 if answer.status not in proto.RETRY_STATUSES:
                     raise failure
                 retry_after = proto.parse_retry_after(answer.headers.get("retry-after"))
@@ -302,6 +303,24 @@ class Requester:
         )
         return client.build_request(send.method, send.url, content=send.content, headers=headers, timeout=timeout)
 
+    def _step(self, plan: Plan, value: Any, error: BaseException | None) -> Any:
+        """Advance the plan; what it raises leaves with every known secret scrubbed (message
+        and body: a proxy page may echo the Authorization header)."""
+        if self.closed:
+            plan.close()
+            raise EngineError(f"{self!r} was closed while a call was in flight; create a new RemoteEngine")
+        try:
+            return plan.throw(error) if error is not None else plan.send(value)
+        except RemoteError as exc:
+            exc.args = tuple(self.scrub(a) if isinstance(a, str) else a for a in exc.args)
+            if exc.body is not None:
+                exc.body = self.scrub(exc.body)
+            raise
+
+    def _closed_during(self, exc: BaseException) -> EngineError:
+        # httpx raises a builtin RuntimeError when its client is closed under a request.
+        return EngineError(f"{self!r} was closed while a call was in flight ({exc}); create a new RemoteEngine")
+
     def run(self, plan: Plan) -> Any:
         """Drive a plan synchronously."""
         self._check_open()
@@ -310,7 +329,7 @@ class Requester:
         error: BaseException | None = None
         while True:
             try:
-                action = plan.throw(error) if error is not None else plan.send(value)
+                action = self._step(plan, value, error)
             except StopIteration as stop:
                 return stop.value
             value, error = None, None
@@ -323,13 +342,21 @@ class Requester:
                 try:
                     body = BodyReader(action)
                     body.start(response)
-                    for chunk in response.iter_bytes():  # decoded: a compressed answer counts in full
-                        body.add(chunk)
+                    try:
+                        for chunk in response.iter_bytes():  # decoded: a compressed answer counts in full
+                            body.add(chunk)
+                    except self._httpx.RemoteProtocolError as exc:
+                        raise IncompleteAnswer(str(exc)) from exc
                     value = body.answer(response)
                 finally:
                     response.close()
-            except (self._httpx.RequestError, RemoteError) as exc:
+            except (self._httpx.RequestError, RemoteError, IncompleteAnswer) as exc:
                 error = exc
+            except RuntimeError as exc:
+                if not self.closed:
+                    raise
+                plan.close()
+                raise self._closed_during(exc) from None
             finally:
                 DEADLINE.reset(token)
 
@@ -341,7 +368,7 @@ class Requester:
         error: BaseException | None = None
         while True:
             try:
-                action = plan.throw(error) if error is not None else plan.send(value)
+                action = self._step(plan, value, error)
             except StopIteration as stop:
                 return stop.value
             value, error = None, None
@@ -357,31 +384,59 @@ class Requester:
                     f"{action.shown} did not send its whole answer within total_timeout={self.total_timeout}s",
                     url=action.shown,
                 )
-            except (self._httpx.RequestError, RemoteError) as exc:
+            except (self._httpx.RequestError, RemoteError, IncompleteAnswer) as exc:
                 error = exc
+            except RuntimeError as exc:
+                if not self.closed and not client.is_closed:
+                    raise
+                plan.close()
+                raise self._closed_during(exc) from None
 
     async def _asend(self, client: Any, action: Send) -> Answer:
         response = await client.send(self._build(client, action), stream=True)
         try:
             body = BodyReader(action)
             body.start(response)
-            async for chunk in response.aiter_bytes():
-                body.add(chunk)
+            try:
+                async for chunk in response.aiter_bytes():
+                    body.add(chunk)
+            except self._httpx.RemoteProtocolError as exc:
+                raise IncompleteAnswer(str(exc)) from exc
             return body.answer(response)
         finally:
             await response.aclose()
 
     def run_many(self, plans: list[Plan]) -> list[Any]:
-        """Drive plans on up to ``max_concurrency`` threads; one failure fails them all."""
+        """Drive plans on up to ``max_concurrency`` threads; one failure fails them all.
+
+        The threads are daemon threads started for this call: a Ctrl-C returns at once, and the
+        process can exit without waiting for requests still in flight (a thread pool's workers
+        are joined at exit, up to ``total_timeout``).
+        """
         if len(plans) == 1 or self.max_concurrency == 1:
             return [self.run(p) for p in plans]
-        with self._lock:
-            self._check_open()
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    self.max_concurrency, thread_name_prefix="qwen3-rerank-http"
-                )
-            futures = [self._pool.submit(self.run, p) for p in plans]
+        self._check_open()
+        futures: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in plans]
+        todo = list(zip(plans, futures, strict=True))
+        todo.reverse()  # popped from the end: in order
+        take = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with take:
+                    if not todo:
+                        return
+                    plan, future = todo.pop()
+                if not future.set_running_or_notify_cancel():
+                    plan.close()
+                    continue
+                try:
+                    future.set_result(self.run(plan))
+                except BaseException as exc:  # handed to the caller's thread
+                    future.set_exception(exc)
+
+        for _ in range(min(self.max_concurrency, len(plans))):
+            threading.Thread(target=work, name="qwen3-rerank-http", daemon=True).start()
         try:
             return [f.result() for f in futures]
         except Exception:
@@ -394,89 +449,22 @@ class Requester:
                 f.cancel()
             raise
 
-    # -- clients -----------------------------------------------------------------------------------
+    # -- clients ---------------------------------------------------------------------------------
     def _sync_client(self) -> Any:
-        if self._client is None:
-            with self._lock:
-                self._check_open()
-                if self._client is None:
-                    transport = self._transport
-                    if transport is None:  # ours: every socket read is bounded by the deadline
-                        transport = self._httpx.HTTPTransport(limits=self._limits)
-                        bound_reads(transport)
-                    self._client = self._httpx.Client(transport=transport, timeout=self.timeout)
-        return self._client
+        return self._clients.sync()
 
     def _get_async_client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._async_client is None or (self._owns_async_client and self._async_loop is not loop):
-            # An AsyncClient's connections belong to one event loop: a new loop gets a new client,
-            # and a keeper task closes it when its loop ends (asyncio.run cancels it at the end).
-            self._async_client = self._httpx.AsyncClient(
-                transport=self._async_transport, limits=self._limits, timeout=self.timeout
-            )
-            self._async_loop = loop
-            if self._owns_async_client:
-                self._keeper = loop.create_task(_close_at_loop_end(self._async_client))
-        return self._async_client
+        return self._clients.for_this_loop()
+
+    @property
+    def async_clients_made(self) -> int:
+        return self._clients.async_made
 
     def close(self) -> None:
         """Release everything owned (idempotent); later requests raise :class:`EngineError`."""
-        with self._lock:
-            self.closed = True
-            pool, self._pool = self._pool, None
-            client, self._client = (self._client, None) if self._owns_client else (None, self._client)
-            keeper, self._keeper = self._keeper, None
-            loop, self._async_loop = self._async_loop, None
-            aclient, self._async_client = (self._async_client, None) if self._owns_async_client else (None, None)
-        if pool is not None:  # requests still in flight end by their own deadline
-            pool.shutdown(wait=False, cancel_futures=True)
-        if client is not None:
-            client.close()
-        if aclient is None or aclient.is_closed or loop is None or loop.is_closed():
-            return
-        # The keeper task closes the client on its own loop when cancelled.
-        if keeper is not None and not keeper.done():
-            if not loop.is_running():
-                keeper.cancel()
-                loop.run_until_complete(asyncio.gather(keeper, return_exceptions=True))
-            elif _on_loop(loop):  # close() called by sync code on the loop: the keeper ends soon after
-                keeper.cancel()
-            else:
-                asyncio.run_coroutine_threadsafe(_cancel(keeper), loop).result(timeout=10)
-        elif not loop.is_running():
-            loop.run_until_complete(aclient.aclose())
+        self.closed = True
+        self._clients.close()
 
     async def aclose(self) -> None:
-        keeper, client = self._keeper, self._async_client
-        self._keeper = None
-        if keeper is not None and not keeper.done() and keeper.get_loop() is asyncio.get_running_loop():
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
-        elif client is not None and self._owns_async_client and not client.is_closed:
-            await client.aclose()
-        with self._lock:
-            if self._owns_async_client:
-                self._async_client = None
-            self._async_loop = None
-        self.close()
-
-
-def _on_loop(loop: Any) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
-async def _close_at_loop_end(client: Any) -> None:
-    try:
-        await asyncio.Event().wait()
-    finally:
-        if not client.is_closed:
-            await client.aclose()
+        self.closed = True
+        await self._clients.aclose()

@@ -2,10 +2,10 @@
 
 :class:`Send`/:class:`Sleep`/:class:`Answer` are what a request plan and its drivers exchange.
 :class:`BodyReader` collects a streamed answer and stops at its size budget or deadline;
-:func:`bound_reads` makes every socket read of an ``httpx.HTTPTransport`` end by the deadline of
-the request in progress (:data:`DEADLINE`), so a server that drips its answer (headers or body)
-a byte at a time cannot hold a call past ``total_timeout``. URL helpers keep credentials out of
-what is shown.
+:func:`deadline_transport` is an ``httpx`` transport whose every socket read ends by the deadline
+of the request in progress (:data:`DEADLINE`), so a server that drips its answer (headers or
+body) a byte at a time cannot hold a call past ``total_timeout``. :func:`env_proxy` is the one
+proxy rule of both clients. URL helpers keep credentials out of what is shown.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from ..._exceptions import RemoteError, RemoteTimeoutError
+from ..._exceptions import ConfigurationError, RemoteError, RemoteTimeoutError, missing_dependency
 from . import _protocol as proto
 
 logger = logging.getLogger("qwen3_rerank.engines.remote")
@@ -43,6 +43,10 @@ class Send:
 @dataclass(frozen=True, slots=True)
 class Sleep:
     seconds: float
+
+
+class IncompleteAnswer(Exception):
+    """The answer's body ended before its end (shorter than its Content-Length, a cut chunk)."""
 
 
 @dataclass(slots=True)
@@ -131,51 +135,87 @@ def tls_failure(exc: BaseException) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
-def bound_reads(transport: Any) -> None:
-    """Make every socket read/write of ``transport`` end by the current request's deadline.
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment sets for ``url`` (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``,
+    lower case too, minus ``NO_PROXY``), by the standard library's rules; ``None``: go direct.
 
-    httpx's timeouts are per read: a server dripping a byte every few seconds would keep a call
-    alive forever. The deadline (a context variable set by the sync driver) caps each
-    socket operation's timeout. Uses httpcore's connection pool backend (httpx 0.2x).
+    The one rule of both the sync and the async client (httpx applies environment proxies only to
+    clients without an explicit transport, which left the sync path direct and the async path
+    proxied): the clients this engine builds route each base URL alike.
     """
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # public, not in typeshed
+    if not proxies or bypass(netloc, proxies):
+        return None
+    return proxies.get(parts.scheme.lower()) or proxies.get("all")
+
+
+def proxy_mounts(base_urls: tuple[str, ...], make: Any) -> dict[str, Any]:
+    """``httpx`` mounts sending each proxied base URL through ``make(proxy_url)``."""
+    mounts: dict[str, Any] = {}
+    for base in base_urls:
+        proxy = env_proxy(base)
+        if proxy is not None:
+            parts = urllib.parse.urlsplit(base)
+            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+            host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+            mounts[f"{parts.scheme.lower()}://{host}:{port}"] = make(proxy)
+    return mounts
+
+
+def _clamp(timeout: float | None) -> float | None:
     import httpcore
 
-    pool: Any = getattr(transport, "_pool", None)
-    backend: Any = getattr(pool, "_network_backend", None)
-    if backend is None:  # pragma: no cover - another httpx layout: the per-chunk check remains
-        logger.debug("remote engine: cannot bound socket reads of %r", transport)
-        return
+    deadline = DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("total_timeout reached")
+    return left if timeout is None else min(timeout, left)
 
-    def clamp(timeout: float | None) -> float | None:
-        deadline = DEADLINE.get()
-        if deadline is None:
-            return timeout
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise httpcore.ReadTimeout("total_timeout reached")
-        return left if timeout is None else min(timeout, left)
+
+def deadline_transport(*, limits: Any, proxy: str | None = None) -> Any:
+    """An ``httpx`` transport whose every socket read/write ends by the current request's deadline.
+
+    httpx's timeouts are per read: a server dripping a byte every few seconds would keep a call
+    alive forever. This transport runs httpx's requests on an ``httpcore`` connection pool (or
+    HTTP/SOCKS proxy) built with a network backend that caps each socket operation's timeout by
+    :data:`DEADLINE` (set by the sync driver): public httpcore API, httpcore's exceptions mapped
+    to httpx's as ``httpx.HTTPTransport`` maps them.
+    """
+    import httpcore
+    import httpx
 
     class Stream(httpcore.NetworkStream):
         def __init__(self, inner: Any) -> None:
             self._inner = inner
 
         def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-            data: bytes = self._inner.read(max_bytes, clamp(timeout))
+            data: bytes = self._inner.read(max_bytes, _clamp(timeout))
             return data
 
         def write(self, buffer: bytes, timeout: float | None = None) -> None:
-            self._inner.write(buffer, clamp(timeout))
+            self._inner.write(buffer, _clamp(timeout))
 
         def close(self) -> None:
             self._inner.close()
 
         def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
-            return Stream(self._inner.start_tls(ssl_context, server_hostname, clamp(timeout)))
+            return Stream(self._inner.start_tls(ssl_context, server_hostname, _clamp(timeout)))
 
         def get_extra_info(self, info: str) -> Any:
             return self._inner.get_extra_info(info)
 
     class Backend(httpcore.NetworkBackend):
+        def __init__(self) -> None:
+            self._inner = httpcore.SyncBackend()
+
         def connect_tcp(
             self,
             host: str,
@@ -184,12 +224,101 @@ def bound_reads(transport: Any) -> None:
             local_address: str | None = None,
             socket_options: Any = None,
         ) -> Any:
-            return Stream(backend.connect_tcp(host, port, clamp(timeout), local_address, socket_options))
+            return Stream(self._inner.connect_tcp(host, port, _clamp(timeout), local_address, socket_options))
 
         def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
-            return Stream(backend.connect_unix_socket(path, clamp(timeout), socket_options))
+            return Stream(self._inner.connect_unix_socket(path, _clamp(timeout), socket_options))
 
         def sleep(self, seconds: float) -> None:
-            backend.sleep(seconds)
+            self._inner.sleep(seconds)
 
-    pool._network_backend = Backend()
+    def core_url(url: Any) -> Any:
+        return httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path)
+
+    common = {
+        "ssl_context": httpx.create_ssl_context(),
+        "max_connections": limits.max_connections,
+        "max_keepalive_connections": limits.max_keepalive_connections,
+        "keepalive_expiry": limits.keepalive_expiry,
+        "network_backend": Backend(),
+    }
+    if proxy is None:
+        pool: Any = httpcore.ConnectionPool(**common)
+    else:
+        spec = httpx.Proxy(proxy)
+        scheme = spec.url.scheme
+        if scheme in ("http", "https"):
+            pool = httpcore.HTTPProxy(
+                proxy_url=core_url(spec.url), proxy_auth=spec.raw_auth, proxy_headers=spec.headers.raw,
+                proxy_ssl_context=spec.ssl_context, **common,
+            )  # fmt: skip
+        elif scheme in ("socks5", "socks5h"):
+            socks_available()
+            pool = httpcore.SOCKSProxy(proxy_url=core_url(spec.url), proxy_auth=spec.raw_auth, **common)
+        else:
+            raise ConfigurationError(
+                f"the proxy {proto.redact_url(proxy)!r} has the scheme {scheme!r}; use http://, https://, "
+                "socks5:// or socks5h:// (or unset the proxy variable, or list the server in NO_PROXY)"
+            )
+    errors = {
+        httpcore.ConnectTimeout: httpx.ConnectTimeout, httpcore.ReadTimeout: httpx.ReadTimeout,
+        httpcore.WriteTimeout: httpx.WriteTimeout, httpcore.PoolTimeout: httpx.PoolTimeout,
+        httpcore.TimeoutException: httpx.TimeoutException, httpcore.ConnectError: httpx.ConnectError,
+        httpcore.ReadError: httpx.ReadError, httpcore.WriteError: httpx.WriteError,
+        httpcore.NetworkError: httpx.NetworkError, httpcore.ProxyError: httpx.ProxyError,
+        httpcore.UnsupportedProtocol: httpx.UnsupportedProtocol,
+        httpcore.LocalProtocolError: httpx.LocalProtocolError,
+        httpcore.RemoteProtocolError: httpx.RemoteProtocolError, httpcore.ProtocolError: httpx.ProtocolError,
+    }  # fmt: skip  # most specific first: the first match is used
+
+    def mapped(exc: Exception) -> Exception:
+        for core, ours in errors.items():
+            if isinstance(exc, core):
+                return ours(str(exc))
+        return exc
+
+    class Body(httpx.SyncByteStream):
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def __iter__(self) -> Any:
+            try:
+                yield from self._inner
+            except Exception as exc:
+                new = mapped(exc)
+                if new is exc:
+                    raise
+                raise new from exc
+
+        def close(self) -> None:
+            self._inner.close()
+
+    class Transport(httpx.BaseTransport):
+        def handle_request(self, request: Any) -> Any:
+            core = httpcore.Request(
+                method=request.method, url=core_url(request.url), headers=request.headers.raw,
+                content=request.stream, extensions=request.extensions,
+            )  # fmt: skip
+            try:
+                resp = pool.handle_request(core)
+            except Exception as exc:
+                new = mapped(exc)
+                if new is exc:
+                    raise
+                raise new from exc
+            return httpx.Response(
+                resp.status, headers=resp.headers, stream=Body(resp.stream), extensions=resp.extensions
+            )
+
+        def close(self) -> None:
+            pool.close()
+
+    return Transport()
+
+
+def socks_available() -> None:
+    """Raise :class:`~qwen3_rerank.MissingDependencyError` when a SOCKS proxy cannot be used."""
+    import importlib.util
+
+    if importlib.util.find_spec("socksio") is None:
+        raise missing_dependency("socksio (for a socks5:// proxy)", "socks")
