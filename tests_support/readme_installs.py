@@ -2,7 +2,9 @@
 
 A Python block is checked against the closest ``pip install`` line above it: every module it
 imports must come from a distribution that line names, or from their requirements (read from the
-package's own ``pyproject.toml`` and from the installed metadata of the others).
+package's own ``pyproject.toml`` and from the installed metadata of the others). An argument may
+also be a project folder (``.``, ``integrations/langchain``: relative to the checkout's root, where
+the README says to run the command) or a wheel file (``dist/qwen3_rerank-0.1.0-py3-none-any.whl``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 _FENCE = re.compile(r"```(\w+)\n(.*?)```", re.S)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _canonical(name: str) -> str:
@@ -45,12 +48,23 @@ def _closure(names: set[str], own: dict[str, list[str]]) -> set[str]:
     return seen
 
 
+def _distribution(word: str) -> str:
+    """The distribution one ``pip install`` argument names: a requirement, a wheel file or a project folder."""
+    path = word.partition("[")[0]
+    if path.endswith(".whl"):
+        return _canonical(Path(path).name.split("-")[0])
+    if path.startswith((".", "/")) or "/" in path:
+        pyproject = ROOT / path / "pyproject.toml"
+        return _canonical(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["name"])
+    return _canonical(Requirement(word).name)
+
+
 def _installed_names(block: str) -> set[str] | None:
     for line in block.splitlines():
         words = shlex.split(line.split("#")[0]) if "pip install" in line else []
         if words:
             names = words[words.index("install") + 1 :]
-            return {_canonical(Requirement(w).name) for w in names if not w.startswith("-")}
+            return {_distribution(w) for w in names if not w.startswith("-")}
     return None
 
 

@@ -17,7 +17,7 @@ pip download -q $P -d "$work/w" "ray[data]==2.60.0"
 # Already on the GPU machine (its image: torch, transformers, pyarrow, pandas, numpy, requests ...).
 ( cd "$work/w" && rm -f numpy-* pandas-* pyarrow-* requests-* urllib3-* idna-* certifi-* charset_normalizer-* \
   packaging-* pyyaml-* PyYAML-* filelock-* fsspec-* python_dateutil-* pytz-* tzdata-* six-* typing_extensions-* )
-python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" "$work"/w/*.whl
+python3 -m pip install -q --no-index --no-deps --no-compile $P --target "$work/site" "$work"/w/*.whl
 # What a local batch job never loads: the dashboard's web client and the bundled Java/C++ headers.
 ( cd "$work/site" && rm -rf ray/dashboard/client/build ray/jars ray/cpp ray/core/src/ray/raylet/*.a ray/tests 2>/dev/null || true )
 ( cd "$work/site" && tar cf - . | xz -T2 -6 > "$work/ray.tar.xz" )

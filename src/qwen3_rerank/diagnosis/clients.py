@@ -66,8 +66,8 @@ CAUSES = {
     "bare": (
         "the server applies no prompt template to raw text (it was started without --chat-template): "
         "it scores the bare query and document",
-        "start vllm serve with a --chat-template that renders the model card's prompt exactly (the README's "
-        "section on vLLM's template warning shows one)",
+        "start vllm serve with a --chat-template that renders the model card's prompt exactly (the section on "
+        "vLLM's template warning in docs/engines.md shows one)",
     ),
     "one_newline": (
         "the server's --chat-template ends the prompt with '</think>\\n' (token 198) where the model card has "
