@@ -947,3 +947,24 @@ def test_ctrl_c_during_a_sync_call_lets_the_process_exit_at_once() -> None:
     took = time.monotonic() - start
     assert "KeyboardInterrupt" in done.stderr, done.stderr[-2000:]
     assert took < 10.0, f"the process took {took:.1f}s to exit after Ctrl-C (requests in flight were waited for)"
+
+
+def test_request_json_takes_a_caller_time_limit():
+    # Issue 25 item 7: `check`'s overall limit reaches a request in flight (RemoteEngine.request_json(seconds=)).
+    import socket
+    import time as _time
+
+    from qwen3_rerank import RemoteTimeoutError
+    from qwen3_rerank.engines import RemoteEngine
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        engine = RemoteEngine(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=60, total_timeout=300)
+        try:
+            started = _time.monotonic()
+            with pytest.raises(RemoteTimeoutError):
+                engine.request_json("GET", "/v1/models", seconds=0.5)
+            assert _time.monotonic() - started < 5
+        finally:
+            engine.close()

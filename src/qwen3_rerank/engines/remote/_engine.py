@@ -239,15 +239,18 @@ class RemoteEngine(Engine):
         """The protocol in use once known (``"classify"``, ``"score"``, ``"rerank"``)."""
         return None if self._resolved is None else self._resolved[0].name
 
-    def request_json(self, method: str, path: str, payload: Any = None) -> tuple[int, Any, str]:
+    def request_json(
+        self, method: str, path: str, payload: Any = None, *, seconds: float | None = None
+    ) -> tuple[int, Any, str]:
         """One request through this engine's transport, for diagnostics (``qwen3-rerank check``).
 
-        Replicas, retries, the API key and ``total_timeout`` apply as for scoring. Returns
-        ``(HTTP status, parsed JSON or None, body excerpt)``; an error status (404, 400 …) is
-        returned, not raised. Connection failures and timeouts raise :class:`~qwen3_rerank.RemoteError`.
+        Replicas, retries, the API key and ``total_timeout`` apply as for scoring; ``seconds``
+        bounds this request further (a caller's overall time limit). Returns ``(HTTP status,
+        parsed JSON or None, body excerpt)``; an error status (404, 400 …) is returned, not
+        raised. Connection failures and timeouts raise :class:`~qwen3_rerank.RemoteError`.
         """
         self._check_open()
-        _url, answer = self._requester.call(method, path, payload, soft=_SOFT_DIAGNOSTIC)
+        _url, answer = self._requester.call(method, path, payload, soft=_SOFT_DIAGNOSTIC, seconds=seconds)
         return answer.status, answer.json, self._requester.scrub(proto.excerpt(answer.text))
 
     def score(self, pairs: Sequence[EncodedPair]) -> EngineOutput:
