@@ -91,10 +91,11 @@ demo: $(VENV)/.demo-deps
 # Tests never touch a model hub; the tiny models are built into this checkout's .cache/.
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 QWEN3_RERANK_CACHE=$(CURDIR)/.cache/qwen3-rerank PYTHONUNBUFFERED=1
 
-# Lint first: ruff (rules in pyproject.toml) on the whole tree, then mypy --strict on the three
+# Lint first: ruff (rules in pyproject.toml) and ruff format --check on the whole tree, then mypy --strict on the
 # packages ([tool.mypy] in pyproject.toml); any finding fails the target.
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 TF_TESTS := tests/test_transformers_engine.py tests/test_windowing.py tests/test_encoding.py

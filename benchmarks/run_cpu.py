@@ -265,11 +265,13 @@ from tokenizers import Tokenizer
 t = time.perf_counter(); Tokenizer.from_file(sys.argv[1] + "/tokenizer.json")
 print(json.dumps({"seconds": time.perf_counter() - t}))
 """,
-    "Qwen3Tokenizer.from_pretrained": _CHILD_PRELUDE + """
+    "Qwen3Tokenizer.from_pretrained": _CHILD_PRELUDE
+    + """
 t = time.perf_counter(); Qwen3Tokenizer.from_pretrained(sys.argv[1])
 print(json.dumps({"seconds": time.perf_counter() - t, **counts}))
 """,
-    "RemoteEngine first rerank": _CHILD_PRELUDE + """
+    "RemoteEngine first rerank": _CHILD_PRELUDE
+    + """
 from qwen3_rerank import Reranker
 from qwen3_rerank.engines.remote import RemoteEngine
 t = time.perf_counter()
@@ -277,7 +279,8 @@ with Reranker(RemoteEngine(sys.argv[2], model=sys.argv[1])) as r:
     ranking = r.rerank("what is BM25?", DOCS)
 print(json.dumps({"done": time.time(), "rerank_call_s": time.perf_counter() - t, **counts}))
 """,
-    "TransformersEngine first score": _CHILD_PRELUDE + """
+    "TransformersEngine first score": _CHILD_PRELUDE
+    + """
 from qwen3_rerank import Reranker
 t = time.perf_counter()
 r = Reranker("transformers", model=sys.argv[1], device="cpu", dtype="float32")

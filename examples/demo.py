@@ -69,7 +69,7 @@ def main() -> None:
             print(f"{rank:>4}  {result.score:>7.4f}  {result.document}")
         stats = ranking.stats
         print(f"      ({stats.pairs} pairs, {stats.tokens} tokens, {stats.seconds:.2f} s)\n")
-    print("score = P(\"yes\"): the model's probability that the passage meets the query, in [0, 1].")
+    print('score = P("yes"): the model\'s probability that the passage meets the query, in [0, 1].')
 
 
 if __name__ == "__main__":

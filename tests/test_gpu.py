@@ -94,7 +94,7 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
     n, s = len(a), 0
     for i in range(n):
         for j in range(i + 1, n):
-            s += (1 if (a[i] - a[j]) * (b[i] - b[j]) > 0 else -1 if (a[i] - a[j]) * (b[i] - b[j]) < 0 else 0)
+            s += 1 if (a[i] - a[j]) * (b[i] - b[j]) > 0 else -1 if (a[i] - a[j]) * (b[i] - b[j]) < 0 else 0
     return 2 * s / (n * (n - 1))
 
 

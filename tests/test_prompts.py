@@ -7,7 +7,7 @@ import pytest
 from qwen3_rerank import prompts
 
 OFFICIAL_PREFIX = (
-    '<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the '
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
     'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
 )
 OFFICIAL_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"

@@ -297,7 +297,11 @@ def test_hub_ids_and_existing_paths_pass_and_tilde_is_expanded(monkeypatch, tmp_
 
 def test_reranker_kwargs_checks_everything_and_builds_nothing(monkeypatch):
     monkeypatch.setenv(ENV_BASE_URL, "http://10.0.0.5:8000")
-    assert reranker_kwargs("remote", max_length=300, timeout=5) == {"max_length": 300, "timeout": 5, "base_url": "http://10.0.0.5:8000"}
+    assert reranker_kwargs("remote", max_length=300, timeout=5) == {
+        "max_length": 300,
+        "timeout": 5,
+        "base_url": "http://10.0.0.5:8000",
+    }
     monkeypatch.delenv(ENV_BASE_URL)
     with pytest.raises(ConfigurationError, match="needs base_url"):
         reranker_kwargs("remote", max_length=300)

@@ -89,8 +89,15 @@ def test_one_file_is_loaded_once_per_process_until_it_changes(tiny_model, tmp_pa
     def add_token(spec):
         last = max(t["id"] for t in spec["added_tokens"])
         spec["added_tokens"].append(
-            {"id": last + 1, "content": "<|new|>", "single_word": False, "lstrip": False, "rstrip": False,
-             "normalized": False, "special": True}  # fmt: skip
+            {
+                "id": last + 1,
+                "content": "<|new|>",
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }  # fmt: skip
         )
 
     file = directory / "tokenizer.json"

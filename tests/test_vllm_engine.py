@@ -49,8 +49,7 @@ def by_index(ranking):
 # -- no vLLM needed ------------------------------------------------------------------------------
 def test_import_never_imports_vllm():
     code = (
-        "import sys, qwen3_rerank, qwen3_rerank.engines, qwen3_rerank.engines.vllm_engine\n"
-        "print('vllm' in sys.modules)"
+        "import sys, qwen3_rerank, qwen3_rerank.engines, qwen3_rerank.engines.vllm_engine\nprint('vllm' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

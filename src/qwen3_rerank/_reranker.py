@@ -479,9 +479,7 @@ def _group_pairs(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[list
             raise TypeError(f"pair {i} must be a (query, document) tuple of two str, got {pair!r:.80}")
         query, document = pair
         if not isinstance(query, str) or not isinstance(document, str):
-            raise TypeError(
-                f"pair {i} must hold two str, got ({type(query).__name__}, {type(document).__name__})"
-            )
+            raise TypeError(f"pair {i} must hold two str, got ({type(query).__name__}, {type(document).__name__})")
         g = groups.setdefault(query, len(queries))
         if g == len(queries):
             queries.append(query)

@@ -46,8 +46,16 @@ def fp32_child(model: str) -> None:
     from vllm.inputs import TokensPrompt
 
     seqs = _sequences(model)
-    llm = LLM(model=model, runner="pooling", hf_overrides=OVERRIDES, dtype="float32", enforce_eager=True,
-              max_model_len=2048, gpu_memory_utilization=0.2, enable_prefix_caching=False)
+    llm = LLM(
+        model=model,
+        runner="pooling",
+        hf_overrides=OVERRIDES,
+        dtype="float32",
+        enforce_eager=True,
+        max_model_len=2048,
+        gpu_memory_utilization=0.2,
+        enable_prefix_caching=False,
+    )
     out = llm.classify([TokensPrompt(prompt_token_ids=s) for s in seqs])
     print("SCORES", json.dumps([o.outputs.probs[0] for o in out]), flush=True)
 
@@ -58,25 +66,48 @@ def fp32(model: str) -> None:
     ref = reference_scores(model, _sequences(model))
     for label, env in (("default", {}), ("TRITON_F32_DEFAULT=ieee", {"TRITON_F32_DEFAULT": "ieee"})):
         t = time.time()
-        p = subprocess.run([sys.executable, __file__, "fp32-child", model], env={**os.environ, **env},
-                           capture_output=True, text=True, timeout=300)
+        p = subprocess.run(
+            [sys.executable, __file__, "fp32-child", model],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         line = [x for x in p.stdout.splitlines() if x.startswith("SCORES ")]
         if not line:
             print(json.dumps({"probe": "fp32", "env": label, "error": p.stderr[-2000:]}), flush=True)
             continue
         got = json.loads(line[0][7:])
         diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
-        print(json.dumps({"probe": "fp32", "env": label, "pairs": len(ref), "max_abs_diff": diff,
-                          "seconds": round(time.time() - t, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "probe": "fp32",
+                    "env": label,
+                    "pairs": len(ref),
+                    "max_abs_diff": diff,
+                    "seconds": round(time.time() - t, 1),
+                }
+            ),
+            flush=True,
+        )
 
 
 def hang_child(model: str, max_model_len: int, length: int) -> None:
     from vllm import LLM
     from vllm.inputs import TokensPrompt
 
-    llm = LLM(model=model, runner="pooling", hf_overrides=OVERRIDES, dtype="float32", enforce_eager=True,
-              max_model_len=max_model_len, max_num_batched_tokens=256, enable_chunked_prefill=True,
-              gpu_memory_utilization=0.2)
+    llm = LLM(
+        model=model,
+        runner="pooling",
+        hf_overrides=OVERRIDES,
+        dtype="float32",
+        enforce_eager=True,
+        max_model_len=max_model_len,
+        max_num_batched_tokens=256,
+        enable_chunked_prefill=True,
+        gpu_memory_utilization=0.2,
+    )
     ids = _sequences(model)[-1]
     seq = (ids * (length // len(ids) + 1))[:length]
     t = time.time()
@@ -88,15 +119,30 @@ def hang(model: str) -> None:
     for mml, length in ((1024, 1024), (1025, 1024), (1024, 1023)):
         t = time.time()
         try:
-            p = subprocess.run([sys.executable, __file__, "hang-child", model, str(mml), str(length)],
-                               capture_output=True, text=True, timeout=90, start_new_session=True)
+            p = subprocess.run(
+                [sys.executable, __file__, "hang-child", model, str(mml), str(length)],
+                capture_output=True,
+                text=True,
+                timeout=90,
+                start_new_session=True,
+            )
             done = [x for x in p.stdout.splitlines() if x.startswith("DONE")]
             result = {"returned": bool(done), "detail": done[0] if done else p.stderr[-1500:]}
         except subprocess.TimeoutExpired:
             result = {"returned": False, "detail": "no answer within 90 s (killed)"}
             subprocess.run(["pkill", "-9", "-f", "hang-child"], check=False)
-        print(json.dumps({"probe": "hang", "max_model_len": mml, "tokens": length,
-                          "seconds": round(time.time() - t, 1), **result}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "probe": "hang",
+                    "max_model_len": mml,
+                    "tokens": length,
+                    "seconds": round(time.time() - t, 1),
+                    **result,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -136,10 +136,7 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-
-def test_remote_engine_from_the_environment_contacts_nothing(
-    _no_env: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_remote_engine_from_the_environment_contacts_nothing(_no_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     httpx = pytest.importorskip("httpx")
     requests: list[Any] = []
 
@@ -288,9 +285,7 @@ async def test_rerank_returns_index_and_relevance_score_best_first(fake_reranker
 
 
 # -- per-call options ------------------------------------------------------------------------------
-async def test_per_call_top_n_and_instruction(
-    fake_reranker: Reranker, fake_engine: Any, tiny_tokenizer: Any
-) -> None:
+async def test_per_call_top_n_and_instruction(fake_reranker: Reranker, fake_engine: Any, tiny_tokenizer: Any) -> None:
     r = Qwen3Rerank(reranker=fake_reranker, top_n=3, instruction="Default task")
     docs = _docs()
     assert [d.id for d in r.compress_documents(docs, "q", top_n=1, instruction="Find zebras")] == ["d1"]
@@ -370,9 +365,7 @@ def test_batch_of_queries_is_one_engine_call(fake_reranker: Reranker, fake_engin
 
 async def test_lcel_chain_batch_is_one_engine_call(fake_reranker: Reranker, fake_engine: Any) -> None:
     fake_retriever = RunnableLambda(lambda query: _docs())
-    chain = {"query": RunnablePassthrough(), "documents": fake_retriever} | Qwen3Rerank(
-        reranker=fake_reranker, top_n=1
-    )
+    chain = {"query": RunnablePassthrough(), "documents": fake_retriever} | Qwen3Rerank(reranker=fake_reranker, top_n=1)
     assert [[d.id for d in out] for out in chain.batch(["a", "b", "c"])] == [["d1"]] * 3
     assert [[d.id for d in out] for out in await chain.abatch(["a", "b", "c"])] == [["d1"]] * 3
     assert fake_engine.calls == ["score", "ascore"] and [len(s) for s in fake_engine.seen] == [12, 12]

@@ -139,10 +139,7 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-
-def test_remote_engine_from_the_environment_contacts_nothing(
-    _no_env: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_remote_engine_from_the_environment_contacts_nothing(_no_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     httpx = pytest.importorskip("httpx")
     requests: list[Any] = []
 

@@ -64,7 +64,6 @@ _PACKAGES = (
 )
 
 
-
 def _package_version(*names: str) -> str | None:
     for name in names:
         try:

@@ -62,6 +62,7 @@ __all__ = ["CAUSAL", "SEQ_CLS", "TransformersEngine", "read_architecture"]
 
 logger = logging.getLogger(__name__)
 
+
 class TransformersEngine(Engine):
     """Score in-process with PyTorch and transformers.
 

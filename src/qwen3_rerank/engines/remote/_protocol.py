@@ -150,7 +150,6 @@ def short(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:200] + "…"
 
 
-
 def parse_float(value: Any) -> float | None:
     """A JSON number as a float, ``inf`` for an integer too large for one; ``None`` if not a number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -97,7 +97,7 @@ class SharedEngine:
                 "starting vLLM with %s%s",
                 " ".join(f"{k}={v}" for k, v in sorted(env.items())),
                 " (CUDA is already initialised in this process: forked engine processes would fail; "
-                "the main script needs an `if __name__ == \"__main__\":` guard)"
+                'the main script needs an `if __name__ == "__main__":` guard)'
                 if "VLLM_WORKER_MULTIPROC_METHOD" in env
                 else "",
             )
