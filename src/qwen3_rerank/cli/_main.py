@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ._base import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, CLIError, CLISubcommand, Parser
+from .batch import BatchCommand
 from .check import CheckCommand
 from .info import InfoCommand
 from .make_test_model import MakeTestModelCommand
@@ -17,7 +18,13 @@ from .rerank import RerankCommand
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS: tuple[CLISubcommand, ...] = (RerankCommand(), CheckCommand(), MakeTestModelCommand(), InfoCommand())
+COMMANDS: tuple[CLISubcommand, ...] = (
+    RerankCommand(),
+    BatchCommand(),
+    CheckCommand(),
+    MakeTestModelCommand(),
+    InfoCommand(),
+)
 """The commands, in the order ``--help`` lists them."""
 
 

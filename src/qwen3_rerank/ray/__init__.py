@@ -1,0 +1,17 @@
+"""Scaling out on Ray: batch reranking on Ray Data, serving replicas on Ray Serve.
+
+Needs ``pip install 'qwen3-rerank[ray]'``; importing this package does not import Ray (each
+function imports it when called), so ``import qwen3_rerank`` stays light.
+
+* :func:`rerank_dataset`: add scores to a ``ray.data.Dataset`` with a pool of actors, one
+  engine each (:class:`qwen3_rerank.batch.BatchScorer`).
+* :func:`run_on_ray`: run a resumable :class:`qwen3_rerank.batch.BatchJob` (what
+  ``qwen3-rerank batch --workers N`` does).
+"""
+
+from __future__ import annotations
+
+from ._dataset import DEFAULT_BATCH_SIZE, DEFAULT_MAX_RESTARTS, rerank_dataset
+from ._job import connect, disconnect, run_on_ray
+
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_MAX_RESTARTS", "connect", "disconnect", "rerank_dataset", "run_on_ray"]
