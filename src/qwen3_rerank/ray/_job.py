@@ -91,7 +91,11 @@ def run_on_ray(
     if pending:
         items = ray.data.from_items([{"part": i} for i in pending], override_num_blocks=len(pending))
         ds = items.map_batches(
-            _read_parts,  # type: ignore[arg-type]  # fn_kwargs supplies the keyword-only plan fn_kwargs={"plan": job.plan}, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS
+            _read_parts,  # type: ignore[arg-type]  # fn_kwargs supplies the keyword-only plan
+            fn_kwargs={"plan": job.plan},
+            batch_size=1,
+            batch_format="pyarrow",
+            num_cpus=READ_CPUS,
         )
         ds = rerank_dataset(
             ds, concurrency=workers, num_gpus=num_gpus, num_cpus=num_cpus, batch_size=batch_size, **rerank_options
