@@ -15,12 +15,14 @@ from .check import CheckCommand
 from .info import InfoCommand
 from .make_test_model import MakeTestModelCommand
 from .rerank import RerankCommand
+from .serve import ServeCommand
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS: tuple[CLISubcommand, ...] = (
     RerankCommand(),
     BatchCommand(),
+    ServeCommand(),
     CheckCommand(),
     MakeTestModelCommand(),
     InfoCommand(),
