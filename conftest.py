@@ -131,7 +131,19 @@ def any_engine(request, tiny_model):
     return engine
 
 
-<<<<<<< HEAD
+@pytest.fixture(scope="session")
+def rerank_server(transformers_engine) -> Iterator[object]:
+    """``qwen3-rerank``'s own HTTP server (uvicorn on 127.0.0.1, in a thread) over
+    ``transformers_engine``, without an API key; ``.base_url``, ``.app``."""
+    pytest.importorskip("fastapi", reason="the server extra: pip install 'qwen3-rerank[server]'")
+    from qwen3_rerank.server import create_app
+    from tests_support.rerank_server import ThreadServer
+
+    server = ThreadServer(create_app(Reranker(transformers_engine), served_model_name="qwen3-test", api_keys=()))
+    yield server
+    server.stop()
+
+
 # -- a local Ray, started once for the session (tests marked `ray`) ---------------------------
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[object]:
@@ -145,16 +157,3 @@ def ray_cluster() -> Iterator[object]:
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
-=======
-@pytest.fixture(scope="session")
-def rerank_server(transformers_engine) -> Iterator[object]:
-    """``qwen3-rerank``'s own HTTP server (uvicorn on 127.0.0.1, in a thread) over
-    ``transformers_engine``, without an API key; ``.base_url``, ``.app``."""
-    pytest.importorskip("fastapi", reason="the server extra: pip install 'qwen3-rerank[server]'")
-    from qwen3_rerank.server import create_app
-    from tests_support.rerank_server import ThreadServer
-
-    server = ThreadServer(create_app(Reranker(transformers_engine), served_model_name="qwen3-test", api_keys=()))
-    yield server
-    server.stop()
->>>>>>> server

@@ -3,11 +3,8 @@
 Commands::
 
     qwen3-rerank rerank QUERY --docs FILE|-      rank documents for a query (or --queries FILE)
-<<<<<<< HEAD
     qwen3-rerank batch INPUT OUTPUT              score every row of a Parquet/JSONL/CSV file (Ray: --workers N)
-=======
     qwen3-rerank serve                           serve it over HTTP (Cohere, Jina, TEI, vLLM APIs)
->>>>>>> server
     qwen3-rerank check                           self-test the configured engine against the reference
     qwen3-rerank make-test-model DIR             write a random-weight test checkpoint
     qwen3-rerank info                            versions, engines, devices, vLLM platform
@@ -19,11 +16,8 @@ not exist, an unreadable file, a malformed JSONL line, ``NaN`` in JSON, a lone s
 text, empty input), 130 interrupted (Ctrl-C; a remote run cancels its requests in flight). Errors
 are one line on stderr, without a traceback (``-v`` shows it).
 
-<<<<<<< HEAD
-One module per command (:mod:`.rerank`, :mod:`.batch`, :mod:`.check`, :mod:`.make_test_model`, :mod:`.info`),
-=======
-One module per command (:mod:`.rerank`, :mod:`.serve`, :mod:`.check`, :mod:`.make_test_model`, :mod:`.info`),
->>>>>>> server
+One module per command (:mod:`.rerank`, :mod:`.batch`, :mod:`.serve`, :mod:`.check`, :mod:`.make_test_model`,
+:mod:`.info`),
 each a :class:`~._base.CLISubcommand`; :mod:`._main` assembles the parser and turns errors into
 exit statuses. Only the standard library is imported at start-up; an engine's packages (torch,
 vllm, httpx) are imported by the command that creates that engine. This package is the only
