@@ -94,7 +94,7 @@ def rerank_app(
         if autoscaling_config is not None
         else {"num_replicas": num_replicas}
     )
-    deployment = serve.deployment(
+    deployment: Any = serve.deployment(
         _ingress_class(),
         name=name,
         ray_actor_options=actor_options,
@@ -152,7 +152,7 @@ def _ingress_class() -> type:
 
     @serve.ingress()  # late-bound: __serve_build_asgi_app__ returns the app once the engine is loaded
     class RerankReplica:
-        async def __init__(
+        async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
             self,
             *,
             engine: str,
