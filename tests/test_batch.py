@@ -166,6 +166,17 @@ def test_parts_cover_every_row_once_in_order(tmp_path, suffix):
     assert [r["document"] for r in got] == [r["document"] for r in rows]  # quoted newlines survive CSV
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_an_input_without_rows_is_refused(tmp_path, suffix):
+    path = tmp_path / f"empty{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(pa.table({"query": pa.array([], pa.string()), "document": pa.array([], pa.string())}), path)
+    else:
+        path.write_text("query,document\n" if suffix == ".csv" else "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="has no rows to score"):
+        plan_input(path, part_rows=5)
+
+
 def test_a_later_jsonl_row_of_another_type_is_named(tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps({"query": "q", "document": "d", "id": i}) + "\n" for i in range(4))

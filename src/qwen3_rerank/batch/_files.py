@@ -98,6 +98,8 @@ def plan_input(path: str | os.PathLike[str], part_rows: int) -> InputPlan:
 
         meta = pq.ParquetFile(path)
         rows = meta.metadata.num_rows
+        if rows == 0:
+            raise ValueError(f"{path!r} has no rows to score")
         parts = tuple(
             Part(index=i, start=s, stop=min(s + part_rows, rows)) for i, s in enumerate(range(0, rows, part_rows))
         )
