@@ -2,7 +2,9 @@
 
 Both sides score the same (query, document) pairs in the same calls: ``--batch-size`` rows per
 ``rerank_many`` (one pair a row, ``--docs-per-query`` rows share a query, the rows in query order).
-In-process: one engine, the chunks one after another, the engine loaded before the clock starts.
+In-process: one engine, the chunks one after another, the engine loaded before the clock starts
+(with ``--engine transformers``, torch given the Ray side's CPU budget: ``workers`` x the whole
+CPUs of a worker, as Ray sets ``OMP_NUM_THREADS`` in its actors).
 Ray: ``qwen3_rerank.ray.rerank_dataset`` with ``--workers`` actors (``--num-gpus-per-worker``
 each) over ``ray.data.from_items(rows)``; the clock runs from the first request for rows to the
 last row back, so it includes the actors' start (process, imports, engine load); the steady
@@ -62,6 +64,12 @@ def make_rows(pairs: int, docs_per_query: int, doc_words: int, seed: int = 7) ->
 def in_process(args: argparse.Namespace, rows: list[dict], options: dict) -> tuple[float, float, list[float]]:
     from qwen3_rerank.batch import BatchScorer
 
+    if args.engine == "transformers":
+        import torch
+
+        # The CPU budget of the Ray side: Ray sets OMP_NUM_THREADS to an actor's whole CPUs
+        # (floor, at least 1); torch in this process would otherwise take every core.
+        torch.set_num_threads(in_process_threads(args))
     started = time.perf_counter()
     scorer = BatchScorer(args.engine, model=args.model, engine_options=options)
     scorer.score_lists([rows[0]["query"]], [rows[0]["document"]], "pairs")  # first call: warm-up, not timed
@@ -75,6 +83,10 @@ def in_process(args: argparse.Namespace, rows: list[dict], options: dict) -> tup
     seconds = time.perf_counter() - started
     scorer.close()
     return load, seconds, scores
+
+
+def in_process_threads(args: argparse.Namespace) -> int:
+    return max(1, int(args.workers * max(1, int(args.cpus_per_worker))))
 
 
 def on_ray(args: argparse.Namespace, rows: list[dict], options: dict) -> tuple[float, float, list[float]]:
@@ -155,6 +167,7 @@ def main() -> None:
     if inproc is not None and load is not None:
         record.update(
             in_process_s=round(inproc, 3),
+            in_process_threads=in_process_threads(args) if args.engine == "transformers" else None,
             in_process_pairs_per_s=round(len(rows) / inproc, 1),
             load_s=round(load, 2),
             ratio=round(inproc / ray_s, 3),

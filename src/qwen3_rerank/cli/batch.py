@@ -160,7 +160,9 @@ class BatchCommand(CLISubcommand):
         key = rerank_options["engine_options"].pop("api_key", None)
         if key is not None:
             os.environ[ENV_API_KEY] = key
-        started = connect(args.ray_address, workers=args.workers, cpus_per_worker=args.cpus_per_worker)
+        started = connect(
+            args.ray_address, workers=args.workers, cpus_per_worker=args.cpus_per_worker, quiet=not args.verbose
+        )
         try:
             return run_on_ray(
                 job,

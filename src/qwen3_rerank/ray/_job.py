@@ -25,21 +25,32 @@ READ_CPUS = 0.25
 """CPUs reserved per read task: a small share, so that reading never waits for the actors' CPUs."""
 
 
-def connect(address: str | None, *, workers: int, cpus_per_worker: float) -> bool:
+def connect(address: str | None, *, workers: int, cpus_per_worker: float, quiet: bool = False) -> bool:
     """Join the Ray cluster at ``address``, or start a local Ray; ``True`` when this call started it.
 
     A Ray already initialised in this process is used as it is. A local Ray declares at least
     enough logical CPUs for the workers plus the read tasks (Ray's CPUs are scheduling slots; too
-    few of them make the read tasks wait forever for the actors).
+    few of them make the read tasks wait forever for the actors). ``quiet`` keeps Ray's INFO logs
+    and Ray Data's progress bars off stderr (where the command draws its own progress line).
     """
     ray = _import_ray()
+    if quiet:
+        import logging
+
+        import ray.data
+
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
         return False
+    level = {"logging_level": 30} if quiet else {}  # logging.WARNING
     if address is not None:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, **level)
         return True
     slots = max(os.cpu_count() or 1, math.ceil(workers * cpus_per_worker + 1))
-    ray.init(num_cpus=slots, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=slots, include_dashboard=False, log_to_driver=False, **level)
     return True
 
 
