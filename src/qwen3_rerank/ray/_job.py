@@ -42,7 +42,7 @@ def connect(address: str | None, *, workers: int, cpus_per_worker: float, quiet:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # also its "progress bars disabled" notice
     if ray.is_initialized():
         return False
     level = {"logging_level": 30} if quiet else {}  # logging.WARNING
