@@ -305,3 +305,13 @@ def test_integrations_with_engine_remote(rerank_server, reference, tiny_model):
             assert abs(n.score - want[int(n.node.node_id)]) <= TOL
     finally:
         li.close()
+
+
+def test_cohere_v2_max_tokens_per_doc_cuts_documents(http, reference, transformers_engine):
+    long_doc = "BM25 ranks documents by term frequency and inverse document frequency. " * 20
+    tokenizer = transformers_engine.tokenizer
+    cut = tokenizer.decode(tokenizer.encode_plain([long_doc])[0][:16])
+    r = http.post("/v2/rerank", json={"query": QUERY, "documents": [long_doc, "short"], "max_tokens_per_doc": 16})
+    got = {x["index"]: x["relevance_score"] for x in r.json()["results"]}
+    _assert_equal(got, reference(QUERY, [cut, "short"]))
+    assert abs(got[0] - reference(QUERY, [long_doc])[0]) > TOL  # the cut changed what was scored

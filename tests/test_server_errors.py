@@ -302,3 +302,21 @@ def _metric(server, name: str) -> float | None:
         if line.startswith(name + " "):
             return float(line.split()[1])
     return None
+
+
+def test_mounted_in_another_app(transformers_engine):
+    from fastapi import FastAPI
+
+    outer = FastAPI()  # Starlette runs no lifespan of a mounted app: the first request starts the engine
+    outer.mount("/svc", create_app(Reranker(transformers_engine), api_keys=()))
+    server = ThreadServer(outer, wait_ready=False)
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=60) as c:
+            r = c.post("/svc/v2/rerank", json={"query": "q", "documents": ["a", "b"]})
+            assert r.status_code == 200 and len(r.json()["results"]) == 2
+            assert c.get("/svc/health").json() == {"status": "ok"}
+            bad = c.post("/svc/v1/rerank", json={"query": 1, "documents": []})
+            assert bad.status_code == 422 and "message" in bad.json()  # the Cohere shape, by the inner path
+            assert 'route="/v2/rerank"' in c.get("/svc/metrics").text
+    finally:
+        server.stop()

@@ -119,3 +119,29 @@ def test_sigterm_finishes_requests_in_flight_then_exits(tiny_model):
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
+
+
+def test_the_server_package_exports_a_small_api():
+    import qwen3_rerank.server as server
+
+    assert server.__all__ == [
+        "ENV_SERVER_API_KEY", "ROUTES", "ApiKeys", "BatchingConfig", "ServerLimits", "create_app", "load_api_keys",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="max_documents"):
+        server.ServerLimits(max_documents=0)
+    with pytest.raises(TypeError, match="Reranker or a function"):
+        server.create_app("transformers")  # type: ignore[arg-type]
+
+
+def test_preformatted_prompts_are_recognised_only_when_complete():
+    from qwen3_rerank import prompts
+    from qwen3_rerank.server._inputs import unwrap_document, unwrap_query
+
+    text = prompts.SYSTEM_PREFIX + prompts.format_query("a query\nover two lines", "Find <think> it")
+    assert unwrap_query(text) == ("a query\nover two lines", "Find <think> it")
+    neutralised = prompts.SYSTEM_PREFIX + prompts.format_query("q <\u200b|im_end|>", None)
+    assert unwrap_query(neutralised) == ("q <|im_end|>", prompts.DEFAULT_INSTRUCTION)
+    assert unwrap_query(prompts.SYSTEM_PREFIX + "no labels here\n") is None
+    assert unwrap_query("<Instruct>: i\n<Query>: q\n") is None  # no system prefix: a plain query
+    assert unwrap_document(prompts.format_document("d\r\n") + prompts.ASSISTANT_SUFFIX) == "d\r\n"
+    assert unwrap_document(prompts.format_document("d")) is None  # no suffix: scored as written

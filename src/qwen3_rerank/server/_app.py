@@ -81,6 +81,7 @@ def create_app(
         raise TypeError(f"reranker must be a Reranker or a function returning one, got {type(reranker).__name__}")
     keys = api_keys if isinstance(api_keys, ApiKeys) else load_api_keys() if api_keys is None else ApiKeys(api_keys)
     state = ServerState(
+        load=load,
         factory=factory,
         reranker=instance,
         owns_reranker=(factory is not None) if close_reranker is None else close_reranker,
@@ -92,7 +93,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.loader = asyncio.create_task(_load(state), name="qwen3-rerank-load")
+        state.start_loading()
         try:
             yield
         finally:
@@ -116,7 +117,8 @@ def create_app(
     return app
 
 
-async def _load(state: ServerState) -> None:
+async def load(state: ServerState) -> None:
+    """Build (from the factory) and warm up the reranker, then start the scheduler."""
     try:
         if state.reranker is None:
             assert state.factory is not None
@@ -202,6 +204,7 @@ def _router() -> APIRouter:
     @router.get("/health")
     async def health(request: Request) -> Response:
         state = state_of(request)
+        state.start_loading()  # mounted in an app that does not run this app's lifespan
         if state.ready:
             return JSONResponse({"status": "ok"})
         body: dict[str, Any] = {"status": "failed" if state.load_error else "loading"}
@@ -213,8 +216,15 @@ def _router() -> APIRouter:
     return router
 
 
+def route_path(scope: Scope) -> str:
+    """The path inside this app (without the prefix it is mounted at)."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 def _dialect(request: Request) -> Any:
-    return getattr(request.state, "dialect", None) or dialect_of_path(request.url.path)
+    return getattr(request.state, "dialect", None) or dialect_of_path(route_path(request.scope))
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -255,7 +265,7 @@ class _MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
+        path = route_path(scope)
         route = path if path in _KNOWN_PATHS else "other"
         status = 500
         started = time.perf_counter()

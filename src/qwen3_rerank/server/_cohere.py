@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
 
 from .._types import Ranking
 from ._errors import ApiError
-from ._inputs import document_text, prepare
+from ._inputs import Texts, document_text, prepare
 from ._state import parse_body, rerank_texts, state_of
 
 __all__ = ["CohereV1Body", "CohereV2Body", "cut_top_n", "rerank_v1", "rerank_v2"]
@@ -71,11 +71,21 @@ def _usage(ranking: Ranking) -> int:
     return sum(r.num_tokens for r in ranking)
 
 
-async def _score(request: Request, body: _Base) -> tuple[Ranking, list[str], int]:
+def _cut(docs: list[str], max_tokens: int, request: Request) -> list[str]:
+    """Each document cut to its first ``max_tokens`` tokens (Cohere v2's ``max_tokens_per_doc``)."""
+    tokenizer = state_of(request).require_ready().engine.tokenizer
+    encoded = tokenizer.encode_plain(docs)
+    pairs = zip(docs, encoded, strict=True)
+    return [d if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens]) for d, ids in pairs]
+
+
+async def _score(request: Request, body: _Base, max_tokens: int | None = None) -> tuple[Ranking, list[str], int]:
     state = state_of(request)
     rank_fields = getattr(body, "rank_fields", None)
     docs = [document_text(d, i, rank_fields) for i, d in enumerate(body.documents)]
     texts = prepare(body.query, docs, body.instruction, state.limits)
+    if max_tokens is not None:
+        texts = Texts(texts.query, _cut(texts.documents, max_tokens, request), texts.instruction, texts.preformatted)
     ranking = await rerank_texts(request, texts)
     return ranking, docs, _usage(ranking)
 
@@ -106,7 +116,7 @@ async def rerank_v2(request: Request, data: Any) -> dict[str, Any]:
     body = parse_body(CohereV2Body, data)
     if body.max_tokens_per_doc is not None and body.max_tokens_per_doc <= 0:
         raise ApiError(422, f"max_tokens_per_doc must be a positive integer or null, got {body.max_tokens_per_doc}")
-    ranking, _docs, tokens = await _score(request, body)
+    ranking, _docs, tokens = await _score(request, body, body.max_tokens_per_doc)
     results = [{"index": r.index, "relevance_score": r.score} for r in cut_top_n(ranking, body.top_n)]
     return {
         "id": str(uuid.uuid4()),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ M = TypeVar("M", bound=BaseModel)
 class ServerState:
     """The app's reranker (once loaded), scheduler, metrics, keys and limits."""
 
+    load: Callable[[ServerState], Coroutine[Any, Any, None]]
     factory: Callable[[], Reranker] | None
     reranker: Reranker | None
     owns_reranker: bool
@@ -45,6 +46,13 @@ class ServerState:
     scheduler: Scheduler | None = None
     load_error: str | None = None
     loader: asyncio.Task[None] | None = None
+
+    def start_loading(self) -> asyncio.Task[None]:
+        """Start loading on the running loop, once (the lifespan does; a mounted app whose parent
+        does not run sub-app lifespans starts on its first request)."""
+        if self.loader is None:
+            self.loader = asyncio.get_running_loop().create_task(self.load(self), name="qwen3-rerank-load")
+        return self.loader
 
     @property
     def ready(self) -> bool:
@@ -73,14 +81,18 @@ def state_of(request: Request) -> ServerState:
 
 
 async def authorize(request: Request) -> None:
-    """The dependency on every route but ``/health``: ``Authorization: Bearer <key>``."""
-    if not state_of(request).keys.check(request.headers.get("authorization")):
+    """The dependency on every route but ``/health``: ``Authorization: Bearer <key>``; it also
+    starts loading when the lifespan did not (then the first request waits for the engine)."""
+    state = state_of(request)
+    if not state.keys.check(request.headers.get("authorization")):
         raise ApiError(
             401,
             "missing or wrong API key: send 'Authorization: Bearer <key>' with a key this server was "
             "started with ($QWEN3_RERANK_SERVER_API_KEY or --api-key-file)",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    if state.loader is None:
+        await asyncio.shield(state.start_loading())
 
 
 async def read_json(request: Request, dialect: Dialect) -> Any:
