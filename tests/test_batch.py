@@ -294,3 +294,18 @@ def test_cli_killed_then_run_again_resumes_with_each_row_once(tmp_path, tiny_mod
     out = read(dst)
     assert [r["id"] for r in out] == list(range(60))
     assert close([r["score"] for r in out], reference.pairs(rows))
+
+
+def test_the_public_names_are_pinned():
+    import qwen3_rerank.batch as batch
+    import qwen3_rerank.ray as ray_api
+
+    assert batch.__all__ == sorted(batch.__all__) == [
+        "BatchJob", "BatchScorer", "DEFAULT_PART_ROWS", "FORMATS", "LAYOUTS", "ResumeMismatchError",
+        "file_format", "run_in_process",
+    ]  # fmt: skip
+    assert ray_api.__all__ == sorted(ray_api.__all__) == [
+        "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_ONGOING_REQUESTS", "DEFAULT_MAX_RESTARTS", "app_builder", "connect",
+        "disconnect", "rerank_app", "rerank_dataset", "run_on_ray",
+    ]  # fmt: skip
+    assert all(hasattr(ray_api, n) for n in ray_api.__all__) and all(hasattr(batch, n) for n in batch.__all__)

@@ -23,11 +23,11 @@ from ._job import DEFAULT_PART_ROWS, BatchJob, ResumeMismatchError, run_in_proce
 from ._scorer import LAYOUTS, BatchScorer
 
 __all__ = [
+    "BatchJob",
+    "BatchScorer",
     "DEFAULT_PART_ROWS",
     "FORMATS",
     "LAYOUTS",
-    "BatchJob",
-    "BatchScorer",
     "ResumeMismatchError",
     "file_format",
     "run_in_process",
