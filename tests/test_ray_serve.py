@@ -92,11 +92,13 @@ def test_serve_with_the_cohere_sdk(serve_url, rerank_server):
 def _replicas():
     import psutil
 
-    return [
-        p
-        for p in psutil.process_iter(["pid", "cmdline"])
-        if " ".join(p.info["cmdline"] or []).startswith("ray::ServeReplica:rerank:qwen3-rerank")
-    ]
+    name = "ray::ServeReplica:rerank:qwen3-rerank"  # not the engine-less "...qwen3-rerank-front"
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        title = (p.info["cmdline"] or [""])[0].strip()
+        if title == name or title.startswith(name + "."):
+            found.append(p)
+    return found
 
 
 def test_a_replica_killed_under_load_answers_or_fails_cleanly(serve_url, rerank_server):

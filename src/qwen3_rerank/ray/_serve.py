@@ -1,11 +1,15 @@
-"""The app of ``qwen3-rerank serve`` as a Ray Serve deployment: one engine per replica.
+"""The app of ``qwen3-rerank serve`` on Ray Serve: one engine per replica, failover between them.
 
-Each replica builds its own :class:`~qwen3_rerank.Reranker` (on a worker thread, so the replica
-is reported ready only once its engine is loaded) and serves it with
-:func:`qwen3_rerank.server.create_app`, unchanged, behind ``@serve.ingress``: the same routes,
-request bodies, error shapes, batching and API keys as the single server. Ray Serve's proxy
-spreads the requests over the replicas, restarts a replica that dies, and scales the replica count
-with ``autoscaling_config``.
+Two deployments. Each *replica* builds its own :class:`~qwen3_rerank.Reranker` (on a worker
+thread, so it is reported ready only once its engine is loaded) and runs the app of
+:func:`qwen3_rerank.server.create_app`, unchanged and with its lifespan, for every request it
+gets: the same routes, bodies, error shapes, batching and API keys as the single server. The
+*front* (no engine) receives the HTTP requests from Serve's proxy and hands each to a replica
+through a deployment handle; when that replica dies while holding the request, the front sends it
+to another one (scoring is idempotent), and answers 503 in the route's error shape when none can
+take it. (With the app as the replicas' own ``@serve.ingress``, Serve's proxy answers 500 to the
+requests a dying replica held.) Serve restarts dead replicas and scales them with
+``autoscaling_config``.
 """
 
 from __future__ import annotations
@@ -94,22 +98,32 @@ def rerank_app(
         if autoscaling_config is not None
         else {"num_replicas": num_replicas}
     )
-    deployment: Any = serve.deployment(
-        _ingress_class(),
+    backend: Any = serve.deployment(
+        _backend_class(),
         name=name,
         ray_actor_options=actor_options,
         max_ongoing_requests=max_ongoing_requests,
         max_queued_requests=max_queued_requests,
         **scale,
     )
-    return deployment.bind(
-        engine=engine,
-        model=model,
-        engine_options=options,
-        instruction=instruction,
-        served_model_name=served_model_name,
-        limits=limits,
-        batching=batching,
+    # The entry holds no engine and only awaits the replicas: one, on no CPU of its own.
+    front: Any = serve.deployment(
+        _front_class(),
+        name=f"{name}-front",
+        num_replicas=1,
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=FRONT_MAX_ONGOING_REQUESTS,
+    )
+    return front.bind(
+        backend.bind(
+            engine=engine,
+            model=model,
+            engine_options=options,
+            instruction=instruction,
+            served_model_name=served_model_name,
+            limits=limits,
+            batching=batching,
+        )
     )
 
 
@@ -146,11 +160,51 @@ def _parse(value: Any) -> Any:
         return value
 
 
-def _ingress_class() -> type:
-    """The replica class: built on first use, so that importing this module imports no Ray."""
-    from ray import serve
+FRONT_MAX_ONGOING_REQUESTS = 8192
+"""Requests the entry deployment holds at once (it only waits on the replicas)."""
 
-    @serve.ingress()  # late-bound: __serve_build_asgi_app__ returns the app once the engine is loaded
+FAILOVER_ATTEMPTS = 3
+"""Replicas a request is sent to before the front answers 503: scoring is idempotent, so a request
+whose replica died is sent again to another one."""
+
+
+def _asgi_request(app: Any, request: tuple[str, str, bytes, list[tuple[bytes, bytes]], bytes]) -> Any:
+    """Run one HTTP request through the ASGI ``app`` in this process; ``(status, headers, body)``."""
+    method, path, query, headers, body = request
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+        "path": path, "raw_path": path.encode(), "root_path": "", "query_string": query, "headers": headers,
+        "client": None, "server": None,
+    }  # fmt: skip
+    sent = False
+    answer: dict[str, Any] = {"status": 500, "headers": [], "body": bytearray()}
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:  # the body was read: the client stays connected until the answer is out
+            import asyncio
+
+            await asyncio.Event().wait()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"], answer["headers"] = message["status"], list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            answer["body"] += message.get("body", b"")
+
+    async def run() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        await app(scope, receive, send)
+        return answer["status"], answer["headers"], bytes(answer["body"])
+
+    return run()
+
+
+def _backend_class() -> type:
+    """The replica: one engine, the server's app run in-process per request (built on first use,
+    so that importing this module imports no Ray)."""
+
     class RerankReplica:
         async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
             self,
@@ -165,6 +219,9 @@ def _ingress_class() -> type:
         ) -> None:
             import asyncio
 
+            from uvicorn.config import Config
+            from uvicorn.lifespan.on import LifespanOn
+
             from ..server import create_app
             from ..settings import build_reranker
 
@@ -176,8 +233,50 @@ def _ingress_class() -> type:
             self._app = create_app(
                 reranker, served_model_name=served_model_name, limits=limits, batching=batching, close_reranker=True
             )
+            # The app's lifespan (its batcher; closing the engine at the end), run the way Serve
+            # runs an ingress app's.
+            self._lifespan = LifespanOn(Config(self._app, lifespan="on", log_config=None))
+            await self._lifespan.startup()
+            if self._lifespan.should_exit:
+                raise RuntimeError("the reranker app did not start; see the replica's log")
 
-        def __serve_build_asgi_app__(self) -> Any:
-            return self._app
+        async def handle(self, request: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+            result: tuple[int, list[tuple[bytes, bytes]], bytes] = await _asgi_request(self._app, request)
+            return result
+
+        async def __del__(self) -> None:
+            await self._lifespan.shutdown()
 
     return RerankReplica
+
+
+def _front_class() -> type:
+    """The HTTP entry: no engine; it forwards each request to a replica, and to another one when
+    that replica dies while holding it (for such a request Serve's proxy itself answers 500)."""
+
+    class RerankFront:
+        def __init__(self, backend: Any) -> None:
+            self.backend = backend
+
+        async def __call__(self, request: Any) -> Any:
+            from ray.exceptions import RayActorError
+            from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+            from starlette.responses import JSONResponse, Response
+
+            from ..server._errors import dialect_of_path, error_body
+
+            path = request.url.path
+            call = (request.method, path, request.url.query.encode(), list(request.headers.raw), await request.body())
+            for _ in range(FAILOVER_ATTEMPTS):
+                try:
+                    status, headers, body = await self.backend.handle.remote(call)
+                except RayActorError:  # the replica died holding it: scoring is idempotent, send it again
+                    continue
+                except (BackPressureError, DeploymentUnavailableError):  # every replica full, or none up
+                    break
+                kept = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k.lower() != b"content-length"}
+                return Response(body, status_code=status, headers=kept)
+            message = "no reranker replica could answer (all busy, or restarting after a failure); retry shortly"
+            return JSONResponse(error_body(dialect_of_path(path), 503, message), 503, headers={"Retry-After": "1"})
+
+    return RerankFront
