@@ -133,3 +133,15 @@ def test_a_replica_killed_under_load_answers_or_fails_cleanly(serve_url, rerank_
     while len(_replicas()) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert len(_replicas()) == 2, "Serve did not restart the killed replica"
+
+
+def test_app_builder_for_serve_run_checks_its_arguments(ray_cluster, tiny_model):
+    from ray.serve import Application
+
+    from qwen3_rerank import ConfigurationError
+    from qwen3_rerank.ray import app_builder
+
+    app = app_builder({"model": str(tiny_model), "num_replicas": "2", "num_cpus": "0.25", "dtype": "float32"})
+    assert isinstance(app, Application)
+    with pytest.raises(ConfigurationError, match="did you mean 'dtype'"):
+        app_builder({"model": str(tiny_model), "dtyp": "float32"})
