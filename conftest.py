@@ -142,3 +142,18 @@ def rerank_server(transformers_engine) -> Iterator[object]:
     server = ThreadServer(create_app(Reranker(transformers_engine), served_model_name="qwen3-test", api_keys=()))
     yield server
     server.stop()
+
+
+# -- a local Ray, started once for the session (tests marked `ray`) ---------------------------
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[object]:
+    """A local Ray with 4 logical CPUs on this 2-core machine: the scoring actors take 0.5 each,
+    so two of them plus Ray Data's read tasks always fit (at 1 CPU each they wait forever)."""
+    pytest.importorskip("ray", reason="Ray is installed by `make test` (the test extra)")
+    import ray
+    import ray.data
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 1024**2)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()

@@ -28,7 +28,7 @@ PACKAGES = {
 }
 INTEGRATIONS = ("langchain_qwen3_rerank", "llama_index.postprocessor.qwen3_rerank", "haystack_qwen3_rerank")
 
-HEAVY = ("torch", "torch_npu", "transformers", "vllm", "httpx", "httpcore")
+HEAVY = ("torch", "torch_npu", "transformers", "vllm", "httpx", "httpcore", "ray", "pyarrow", "pandas")
 NOT_CORE = ("qwen3_rerank.testing", "qwen3_rerank.diagnosis.reference", "qwen3_rerank.cli")
 ENGINES = {
     "transformers": "qwen3_rerank.engines.transformers_engine",
@@ -203,6 +203,17 @@ def test_integrations_use_only_the_public_api(package):
                 if target in public and node.attr not in public[target] and not node.attr.startswith("__"):
                     private.append(f"{module}, line {node.lineno}: {target}.{node.attr} is not in its __all__")
     assert not private, f"{package} reaches past the public API: {private}"
+
+
+def test_only_the_ray_package_imports_ray():
+    outside = [
+        f"{module}, line {i.line}"
+        for module, path in _modules("qwen3_rerank").items()
+        if not _within(module, "qwen3_rerank.ray")
+        for i in _imports(module, path)
+        if _within(i.module, "ray")
+    ]
+    assert not outside, f"Ray is imported outside qwen3_rerank.ray (keep it behind the [ray] extra): {outside}"
 
 
 def test_no_module_is_longer_than_500_lines():

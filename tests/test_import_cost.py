@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "vllm", "transformers", "httpx")
+HEAVY = ("torch", "vllm", "transformers", "httpx", "ray", "pyarrow")
 
 
 def _loaded_after(module: str) -> list[str]:
@@ -39,6 +39,8 @@ def _installed(module: str) -> bool:
         "qwen3_rerank.settings",
         "qwen3_rerank.diagnosis",
         "qwen3_rerank.cli",
+        "qwen3_rerank.batch",
+        "qwen3_rerank.ray",
         "langchain_qwen3_rerank",
         "llama_index.postprocessor.qwen3_rerank",
     ],

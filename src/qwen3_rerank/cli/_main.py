@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ._base import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, CLIError, CLISubcommand, Parser
+from .batch import BatchCommand
 from .check import CheckCommand
 from .info import InfoCommand
 from .make_test_model import MakeTestModelCommand
@@ -20,6 +21,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS: tuple[CLISubcommand, ...] = (
     RerankCommand(),
+    BatchCommand(),
     ServeCommand(),
     CheckCommand(),
     MakeTestModelCommand(),
