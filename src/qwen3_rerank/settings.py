@@ -45,7 +45,7 @@ from ._reranker import USE_DEFAULT, Reranker, check_top_n
 from .engines import DTYPES
 
 if TYPE_CHECKING:
-    from .engines import Engine
+    pass
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -93,36 +93,12 @@ def validate_engine_options(engine: str, options: Mapping[str, Any], *, also: It
     engines.check_options(engine, options, also=also)
 
 
-def engine_kwargs(
-    engine: str,
-    *,
-    model: str | os.PathLike[str] | None = None,
-    base_url: str | Sequence[str] | None = None,
-    api_key: str | None = None,
-    **options: Any,
-) -> dict[str, Any]:
-    """The complete, checked keyword arguments of ``engine``'s constructor; nothing is loaded.
+engine_kwargs = engines.engine_options
+"""The complete, checked keyword arguments of an engine's constructor; nothing is loaded
+(:func:`qwen3_rerank.engines.engine_options`, under the name the CLI and integrations use)."""
 
-    See :func:`qwen3_rerank.engines.engine_options`.
-    """
-    return engines.engine_options(engine, model=model, base_url=base_url, api_key=api_key, **options)
-
-
-def build_engine(
-    engine: str,
-    *,
-    model: str | os.PathLike[str] | None = None,
-    base_url: str | Sequence[str] | None = None,
-    api_key: str | None = None,
-    **options: Any,
-) -> Engine:
-    """Create ``engine`` from settings (:func:`qwen3_rerank.engines.create_engine`).
-
-    Example:
-        >>> from qwen3_rerank.settings import build_engine
-        >>> engine = build_engine("remote", base_url="http://127.0.0.1:8000")  # doctest: +SKIP
-    """
-    return engines.create_engine(engine, model=model, base_url=base_url, api_key=api_key, **options)
+build_engine = engines.create_engine
+"""Create an engine from settings (:func:`qwen3_rerank.engines.create_engine`)."""
 
 
 def _reranker_options() -> tuple[str, ...]:
