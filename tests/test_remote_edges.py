@@ -759,7 +759,21 @@ def test_a_body_shorter_than_its_content_length_is_not_an_unreachable_replica(to
                 data = b""
                 while b"\r\n\r\n" not in data:
                     data += conn.recv(65536)
+                # Read the whole request body first: closing with unread bytes would send a reset
+                # (a "could not reach" on the client's side) instead of the short answer under test.
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(v)
+                        for k, _, v in (h.partition(b":") for h in head.split(b"\r\n"))
+                        if k.strip().lower() == b"content-length"
+                    ),
+                    0,
+                )
+                while len(body) < length:
+                    body += conn.recv(65536)
                 conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"data"')
+                conn.shutdown(socket.SHUT_WR)
 
     threading.Thread(target=serve, daemon=True).start()
     good = Recorder()
