@@ -13,7 +13,7 @@ import pytest
 
 from qwen3_rerank import ConfigurationError, Reranker, engines, settings
 from qwen3_rerank._config import DEFAULT_MODEL, ENV_BASE_URL, ENV_MODEL
-from qwen3_rerank._reranker import USE_DEFAULT
+from qwen3_rerank._defaults import USE_DEFAULT
 from tests.fakes import FakeEngine
 
 

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+from ._defaults import USE_DEFAULT
 from ._encoding import PairEncoder, RerankPlan
 from ._exceptions import (
     AuthenticationError,
@@ -24,7 +25,7 @@ from ._exceptions import (
     RemoteTimeoutError,
     TemplateMismatchError,
 )
-from ._reranker import USE_DEFAULT, Reranker
+from ._reranker import Reranker
 from ._tokenizer import Qwen3Tokenizer, Tokenizer
 from ._types import EncodedPair, EngineOutput, Ranking, RerankResult, RerankStats
 from ._version import __version__

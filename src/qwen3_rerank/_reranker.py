@@ -27,7 +27,7 @@ from ._types import EngineOutput, Ranking, RerankResult, RerankStats
 from .engines import Engine, create_engine
 from .engines._base import ascore_checked, validate_output
 
-__all__ = ["USE_DEFAULT", "Reranker", "UseDefault", "check_top_n"]  # the last three from _defaults
+__all__ = ["Reranker"]
 
 logger = logging.getLogger("qwen3_rerank")
 

@@ -41,7 +41,8 @@ from ._config import (
     resolve_base_urls,
 )
 from ._config import resolve_model as _resolve_model
-from ._reranker import USE_DEFAULT, Reranker, check_top_n
+from ._defaults import USE_DEFAULT, check_top_n
+from ._reranker import Reranker
 from .engines import DTYPES
 
 if TYPE_CHECKING:
