@@ -1,4 +1,5 @@
-"""vLLM on a CUDA GPU against the model card's formula (marked ``gpu``; skipped without CUDA).
+"""vLLM and the embedded engine on a CUDA GPU against the model card's formula (marked ``gpu``;
+skipped without CUDA).
 
 Run on the device machine: ``pytest -m gpu tests/test_gpu.py``. Each vLLM start costs 30-90 s
 there, so every test starts as few engines as it can, with options no other test uses (two
@@ -165,7 +166,80 @@ def test_vllm_after_a_cuda_availability_check(vllm_module, tiny_model, tmp_path)
     assert proc.returncode == 0 and "RANKED 2" in proc.stdout, proc.stderr[-4000:]
 
 
-def test_bf16_parity_at_the_real_0_6b_shape(vllm_module, tmp_path_factory):
+@pytest.fixture(scope="module")
+def model_0_6b(tmp_path_factory):
+    """A random-weight checkpoint of Qwen3-Reranker-0.6B's shape, bf16, built on the GPU."""
+    from qwen3_rerank.testing import make_test_model
+
+    return make_test_model(tmp_path_factory.mktemp("qwen3-0.6b"), shape="0.6B", dtype="bfloat16", device="cuda")
+
+
+def _bf16_checks(got, expected, n_docs):
+    """max |P diff| <= 0.02, mean top-10 overlap >= 0.8 and mean Kendall tau >= 0.8 per query."""
+    worst = max(abs(a - b) for a, b in zip(got, expected, strict=True))
+    overlaps, taus, spreads = [], [], []
+    for q in range(len(got) // n_docs):
+        g, e = got[q * n_docs : (q + 1) * n_docs], expected[q * n_docs : (q + 1) * n_docs]
+        top = lambda s: set(sorted(range(n_docs), key=lambda i: -s[i])[:10])  # noqa: E731
+        overlaps.append(len(top(g) & top(e)) / 10)
+        taus.append(kendall_tau(g, e))
+        spreads.append(max(e) - min(e))
+    summary = f"max|diff|={worst:.4f} top10={overlaps} tau={[round(t, 3) for t in taus]} spread={spreads}"
+    assert worst <= 0.02, summary
+    assert sum(overlaps) / len(overlaps) >= 0.8, summary
+    assert sum(taus) / len(taus) >= 0.8, summary
+    return worst
+
+
+def test_transformers_engine_bf16_at_the_real_0_6b_shape(model_0_6b):
+    """TransformersEngine in bf16 at the 0.6B shape, packed (the CUDA default) and padded, with and
+    without prefix reuse, against the float32 formula (the same thresholds as vLLM's bf16 test)."""
+    from qwen3_rerank.engines.transformers_engine import TransformersEngine
+
+    docs = _documents(30)
+    results = {}
+    for packed in (True, False):
+        for reuse in (False, True):
+            engine = TransformersEngine(model_0_6b, device="cuda", dtype="bfloat16", batch_size=16,
+                                        reuse_prefix=reuse, **({} if packed else {"packed": False}))  # fmt: skip
+            try:
+                assert engine.packed is packed  # "auto" packs on CUDA in bf16
+                pairs = _plan(Reranker(engine), QUERIES, docs)
+                results[packed, reuse] = engine.score(pairs).scores
+            finally:
+                engine.close()
+    expected = formula_scores(model_0_6b, [p.input_ids for p in pairs])
+    for got in results.values():
+        _bf16_checks(got, expected, 30)
+    packed_vs_padded = max(abs(a - b) for a, b in zip(results[True, False], results[False, False], strict=True))
+    assert packed_vs_padded <= 0.02, packed_vs_padded
+
+
+def test_packed_float32_and_compiled_bf16_on_cuda(tiny_model):
+    """The packed path's other attention (one call per sequence) in float32 on CUDA, within
+    FP32_TOLERANCE of the formula; and compile=True in bf16 against the uncompiled packed path."""
+    from qwen3_rerank.engines.transformers_engine import TransformersEngine
+
+    exact = TransformersEngine(tiny_model, device="cuda", dtype="float32", packed=True)
+    try:
+        assert exact.packed and not exact._packed.flash
+        _fp32_parity(exact, tiny_model)
+    finally:
+        exact.close()
+    scores = {}
+    for compile in (False, True):
+        engine = TransformersEngine(tiny_model, device="cuda", dtype="bfloat16", compile=compile, reuse_prefix=True)
+        try:
+            assert engine.packed and engine._packed.flash
+            pairs = _plan(Reranker(engine, max_length=512), QUERIES, _documents(12))
+            scores[compile] = engine.score(pairs).scores
+        finally:
+            engine.close()
+    worst = max(abs(a - b) for a, b in zip(scores[True], scores[False], strict=True))
+    assert worst <= 0.02, worst
+
+
+def test_bf16_parity_at_the_real_0_6b_shape(vllm_module, model_0_6b):
     """bf16 vLLM at Qwen3-Reranker-0.6B's shape (random weights) against the float32 formula.
 
     Thresholds (per query over 30 documents, prefix caching off): max |P diff| <= 0.02 (bf16 at
@@ -173,9 +247,8 @@ def test_bf16_parity_at_the_real_0_6b_shape(vllm_module, tmp_path_factory):
     mean Kendall tau >= 0.8.
     """
     from qwen3_rerank.engines.vllm_engine import VLLMEngine
-    from qwen3_rerank.testing import make_test_model
 
-    model_dir = make_test_model(tmp_path_factory.mktemp("qwen3-0.6b"), shape="0.6B", dtype="bfloat16", device="cuda")
+    model_dir = model_0_6b
     docs = _documents(30)
     engine = VLLMEngine(model_dir, dtype="bfloat16", max_model_len=2048, enable_prefix_caching=False,
                         gpu_memory_utilization=0.3, enforce_eager=True)  # fmt: skip
@@ -186,18 +259,7 @@ def test_bf16_parity_at_the_real_0_6b_shape(vllm_module, tmp_path_factory):
     finally:
         engine.close()
     expected = formula_scores(model_dir, [p.input_ids for p in pairs])
-    worst = max(abs(a - b) for a, b in zip(got, expected, strict=True))
-    overlaps, taus, spreads = [], [], []
-    for q in range(len(QUERIES)):
-        g, e = got[q * 30 : (q + 1) * 30], expected[q * 30 : (q + 1) * 30]
-        top = lambda s: set(sorted(range(30), key=lambda i: -s[i])[:10])  # noqa: E731
-        overlaps.append(len(top(g) & top(e)) / 10)
-        taus.append(kendall_tau(g, e))
-        spreads.append(max(e) - min(e))
-    summary = f"max|diff|={worst:.4f} top10={overlaps} tau={[round(t, 3) for t in taus]} spread={spreads}"
-    assert worst <= 0.02, summary
-    assert sum(overlaps) / len(overlaps) >= 0.8, summary
-    assert sum(taus) / len(taus) >= 0.8, summary
+    _bf16_checks(got, expected, 30)
 
 
 def test_two_replicas_on_one_gpu(vllm_module, tiny_model):

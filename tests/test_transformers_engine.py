@@ -30,14 +30,18 @@ def sequences(reranker, queries, docs, instruction=None):
     return [p.input_ids for p in plan.pairs]
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 @pytest.mark.parametrize("reuse_prefix", [False, True], ids=["plain", "reuse_prefix"])
 @pytest.mark.parametrize("kind", ["causal", "seq_cls"])
-def test_parity_with_official_formula(kind, reuse_prefix, tiny_model, tiny_seq_cls_model):
+def test_parity_with_official_formula(kind, reuse_prefix, packed, tiny_model, tiny_seq_cls_model):
     from qwen3_rerank.engines.transformers_engine import TransformersEngine
 
     path = tiny_model if kind == "causal" else tiny_seq_cls_model
-    # batch_size=4 forces several padded batches of mixed lengths.
-    engine = TransformersEngine(path, device="cpu", dtype="float32", batch_size=4, reuse_prefix=reuse_prefix)
+    # batch_size=4 forces several batches of mixed lengths (padded, or packed end to end).
+    engine = TransformersEngine(
+        path, device="cpu", dtype="float32", batch_size=4, reuse_prefix=reuse_prefix, packed=packed
+    )
+    assert engine.packed is packed
     reranker = Reranker(engine, max_length=256)
     seqs = sequences(reranker, QUERIES, DOCS)
     assert len({len(s) for s in seqs}) > 3  # mixed lengths, padding needed
@@ -257,4 +261,76 @@ def test_prefix_path_uses_the_current_cache_api_without_deprecation(tiny_model):
     assert got == pytest.approx(reference_scores(tiny_model, [p.input_ids for p in pairs]), abs=1e-5)
     major_minor = tuple(int(x) for x in transformers.__version__.split(".")[:2])
     assert engine._cache_name == ("cache" if major_minor >= (5, 24) else "past_key_values")
+    engine.close()
+
+
+def test_packed_is_automatic_only_on_cuda_in_half_precision(tiny_model):
+    """On CPU (and in float32) "auto" keeps transformers' padded decoder; True runs the packed one."""
+    from qwen3_rerank.engines.transformers_engine import TransformersEngine
+
+    auto = TransformersEngine(tiny_model, device="cpu", dtype="float32")
+    assert auto.packed is False and auto._body is not None
+    auto.close()
+    forced = TransformersEngine(tiny_model, device="cpu", dtype="float32", packed=True)
+    assert forced.packed is True and forced._body is None  # transformers' modules are dropped
+    forced.close()
+
+
+def test_compile_needs_the_packed_path(tiny_model):
+    from qwen3_rerank.engines.transformers_engine import TransformersEngine
+
+    with pytest.raises(ConfigurationError, match="compile=True fuses the packed path.*packed=True"):
+        TransformersEngine(tiny_model, device="cpu", dtype="float32", compile=True)
+    with pytest.raises(ValueError, match="packed must be True, False or 'auto'"):
+        TransformersEngine(tiny_model, device="cpu", packed="yes")
+
+
+def test_packed_refuses_a_decoder_it_does_not_implement(tiny_model, tmp_path):
+    import shutil
+
+    from qwen3_rerank.engines.transformers_engine import TransformersEngine
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["hidden_act"] = "gelu"
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigurationError, match="hidden_act 'gelu'.*packed=False"):
+        TransformersEngine(copy, device="cpu", dtype="float32", packed=True)
+    engine = TransformersEngine(copy, device="cpu", dtype="float32")  # "auto" quietly keeps the padded path
+    assert engine.packed is False
+    engine.close()
+
+
+@pytest.mark.parametrize("reuse_prefix", [False, True], ids=["plain", "reuse_prefix"])
+async def test_cancelled_packed_call_stops_between_batches(tiny_model, reuse_prefix):
+    from qwen3_rerank.engines.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine(
+        tiny_model, device="cpu", dtype="float32", batch_size=1, reuse_prefix=reuse_prefix, packed=True
+    )
+    packed = engine._packed
+    calls = {"n": 0}
+
+    def slow(original):
+        def run(*args, **kwargs):
+            calls["n"] += 1
+            time.sleep(0.002)
+            return original(*args, **kwargs)
+
+        return run
+
+    packed._outputs = slow(packed._outputs)  # once per layer of every forward pass
+    reranker = Reranker(engine)
+    task = asyncio.create_task(reranker.arerank("q", [f"document {i}" for i in range(200)]))
+    while calls["n"] < 10:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    at_cancel = calls["n"]
+    assert len(await reranker.arerank("q", ["one small document"])) == 1
+    layers = len(packed.layers)
+    # The batch in flight finished, then the new call: no more than three passes after the cancel.
+    assert calls["n"] - at_cancel <= 3 * layers, (calls["n"], at_cancel)
     engine.close()

@@ -11,8 +11,11 @@ at the last real position and only for the two rows of the head that matter.
 ``P(yes) = sigmoid(logit) = softmax([logit_no, logit_yes])[1]``.
 
 Sequences are sorted by length and cut into batches bounded by ``batch_size`` and
-``max_batch_tokens`` (padded size), padded on the right with an attention mask, and the hidden
-state of each sequence's last real token is gathered.
+``max_batch_tokens``. On CUDA in bfloat16 / float16 (``packed="auto"``) a batch is packed: its
+sequences laid end to end with no padding, through the engine's own loop over the model's weights
+with variable-length FlashAttention (:mod:`qwen3_rerank.engines._packed`). Otherwise (CPU,
+float32, ``packed=False``) a batch is padded on the right with an attention mask and runs through
+transformers' decoder. Either way the hidden state of each sequence's last real token is gathered.
 
 Shared query prefix: every pair of one query starts with the same ids (system prompt,
 instruction, query; ``EncodedPair.query_length`` of them). With prefix reuse on,
@@ -46,7 +49,7 @@ import concurrent.futures
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import prompts
@@ -56,6 +59,7 @@ from .._exceptions import ConfigurationError, EngineError, missing_dependency
 from .._tokenizer import Qwen3Tokenizer
 from .._types import EncodedPair, EngineOutput
 from ._base import Engine, prefix_groups
+from ._packed import PackedDecoder, packed_support, varlen_available
 
 # CAUSAL, SEQ_CLS and read_architecture are re-exported for older imports (they live in _checkpoint).
 __all__ = ["CAUSAL", "SEQ_CLS", "TransformersEngine", "read_architecture"]
@@ -80,6 +84,16 @@ class TransformersEngine(Engine):
             of that query's documents (exact; see the module docstring). ``"auto"`` (default):
             per call, only where the saved prefix work pays (short documents; any length past
             4B); ``True``/``False``: always/never.
+        packed: Run the decoder over sequences laid end to end, with no padding, variable-length
+            attention and fused projections (``qwen3_rerank.engines._packed``; same arithmetic as
+            transformers' Qwen3 but for the attention kernel). ``"auto"`` (default): on CUDA in
+            bfloat16 / float16 when the installed torch has variable-length FlashAttention
+            (2.10 and later) and no ``attn_implementation`` is given; ``True`` also on CPU and in
+            float32 (one causal attention call per sequence); ``False``: transformers' decoder
+            on padded batches.
+        compile: With the packed path, fuse each layer's element-wise work with
+            ``torch.compile`` (CUDA; the first calls compile for tens of seconds, later ones are
+            faster: benchmarks/RESULTS.md). Default ``False``.
 
     Example:
         >>> engine = TransformersEngine("Qwen/Qwen3-Reranker-0.6B")  # doctest: +SKIP
@@ -89,7 +103,7 @@ class TransformersEngine(Engine):
     extra = "torch"
     packages = ("torch", "transformers")
     uses_device = True
-    option_choices = {"reuse_prefix": (True, False, "auto")}
+    option_choices = {"reuse_prefix": (True, False, "auto"), "packed": (True, False, "auto")}
 
     def __init__(
         self,
@@ -102,6 +116,8 @@ class TransformersEngine(Engine):
         revision: str | None = None,
         attn_implementation: str | None = None,
         reuse_prefix: bool | str = "auto",
+        packed: bool | str = "auto",
+        compile: bool = False,
     ) -> None:
         if model is None:
             raise ConfigurationError(
@@ -111,6 +127,10 @@ class TransformersEngine(Engine):
             raise ValueError(f"batch_size and max_batch_tokens must be >= 1, got {batch_size} and {max_batch_tokens}")
         if reuse_prefix not in (True, False, "auto"):
             raise ValueError(f"reuse_prefix must be True, False or 'auto', got {reuse_prefix!r}")
+        if packed not in (True, False, "auto"):
+            raise ValueError(f"packed must be True, False or 'auto', got {packed!r}")
+        if compile not in (True, False):
+            raise ValueError(f"compile must be True or False, got {compile!r}")
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -141,6 +161,25 @@ class TransformersEngine(Engine):
             net = loader.from_pretrained(str(model), **kwargs).to(self.device).eval()  # type: ignore[arg-type]
         self._body = net.base_model  # the decoder stack with its final norm, no head
         self._cache_name = _cache_argument(self._body)
+        unsupported = packed_support(self._body.config)
+        if packed == "auto":
+            packed = (
+                unsupported is None
+                and not attn_implementation
+                and str(self.device).startswith("cuda")
+                and torch_dtype in (torch.bfloat16, torch.float16)
+                and varlen_available()
+            )
+        elif packed and unsupported is not None:
+            raise ConfigurationError(f"packed=True cannot run {self.model_name!r}: {unsupported}; use packed=False")
+        if compile and not packed:
+            raise ConfigurationError(
+                "compile=True fuses the packed path, which is off here; pass packed=True "
+                "(or leave packed='auto' on CUDA in bfloat16 / float16)"
+            )
+        #: Whether calls run the packed decoder (no padding; see ``packed``).
+        self.packed: bool = bool(packed)
+        self._packed = PackedDecoder(self._body, compile=compile) if packed else None
         with torch.no_grad():
             if self.architecture == CAUSAL:
                 head = net.get_output_embeddings().weight
@@ -154,6 +193,8 @@ class TransformersEngine(Engine):
         self._row = row.detach().to(self.device).clone()
         self._bias = bias
         del net
+        if self._packed is not None:
+            self._body = None  # the packed decoder holds what it needs; the rest is freed
         self._pad_id = 0
         #: Run each query's shared prefix once and reuse its KV cache for all its documents:
         #: True, False or "auto" (see the module docstring).
@@ -224,6 +265,13 @@ class TransformersEngine(Engine):
             return []
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
         out = [0.0] * len(sequences)
+        if self._packed is not None:
+            with self._lock, torch.inference_mode():
+                for batch in self._packed_batches(order, [len(s) for s in sequences], cancel):
+                    h = self._packed.last_hidden([sequences[i] for i in batch])
+                    for i, v in zip(batch, self._head(h), strict=True):
+                        out[i] = v
+            return out
         with self._lock, torch.inference_mode():
             start = 0
             while start < len(order):
@@ -289,6 +337,18 @@ class TransformersEngine(Engine):
 
         out = [0.0] * len(suffixes)
         lens = [len(p) for p in prefixes]
+        if self._packed is not None:
+            order = sorted(range(len(suffixes)), key=lambda i: len(suffixes[i][1]), reverse=True)
+            # A row's tokens in the budget: its suffix and the prefix keys/values it attends to.
+            cost = [len(s) + lens[g] for g, s in suffixes]
+            with self._lock, torch.inference_mode():
+                # The prefix pass runs before the first batch; _packed_batches checks cancel first.
+                for batch, h in self._packed.last_hidden_after_prefixes(
+                    prefixes, suffixes, self._packed_batches(order, cost, cancel)
+                ):
+                    for i, v in zip(batch, self._head(h), strict=True):
+                        out[i] = v
+            return out
         p_max = max(lens)
         dev = self.device
         with self._lock, torch.inference_mode():
@@ -364,6 +424,28 @@ class TransformersEngine(Engine):
                     out[i] = v
         return out
 
+    def _packed_batches(
+        self, order: Sequence[int], cost: Sequence[int], cancel: threading.Event | None
+    ) -> Iterator[list[int]]:
+        """Consecutive runs of ``order``: at most ``batch_size`` rows and ``max_batch_tokens`` tokens each."""
+        batch: list[int] = []
+        tokens = 0
+        for i in order:
+            if batch and (len(batch) >= self.batch_size or tokens + cost[i] > self.max_batch_tokens):
+                self._next_batch(cancel)
+                yield batch
+                batch, tokens = [], 0
+            batch.append(i)
+            tokens += cost[i]
+        if batch:
+            self._next_batch(cancel)
+            yield batch
+
+    def _head(self, hidden: Any) -> list[float]:
+        """``logit_yes - logit_no`` from final-norm hidden states ``[n, hidden]``."""
+        values: list[float] = (hidden.float() @ self._row + self._bias).tolist()
+        return values
+
     def close(self) -> None:
         """Wait for the call in flight, stop the worker thread and drop the model; idempotent."""
         with self._state:
@@ -375,6 +457,7 @@ class TransformersEngine(Engine):
             executor.shutdown(wait=True)
         with self._lock:  # a sync call in flight on another thread finishes first
             self._body = None
+            self._packed = None
             self._row = None
         try:
             import torch

@@ -1,0 +1,297 @@
+"""Qwen3's decoder over packed sequences: no padding tokens, variable-length attention.
+
+:class:`TransformersEngine` pads each batch to its longest sequence and runs transformers' own
+decoder. The packed path runs the same weights over sequences laid end to end (one ``[tokens,
+hidden]`` tensor per forward pass), so no work is spent on padding and attention needs no mask:
+
+* attention is PyTorch's variable-length FlashAttention (``torch.nn.attention.varlen``) on CUDA
+  in bfloat16 / float16; elsewhere (CPU, float32) one causal ``scaled_dot_product_attention`` per
+  sequence, which is what the tests check against the model card's formula;
+* the query, key and value projections are one matrix product, and so are the MLP's gate and up
+  projections (their weights concatenated once, at load);
+* only the last position of each sequence goes through the final norm;
+* with ``compile=True`` the element-wise work around attention (norms, rotary embedding, SiLU,
+  residual adds) is fused by ``torch.compile`` into a few kernels per layer; one compiled
+  function serves every layer (weights are arguments, token count dynamic).
+
+Every other operation is transformers' Qwen3 arithmetic, in the same order and dtypes: RMSNorm in
+float32 cast back before the weight, rotary cos/sin computed in float32 and cast, SiLU gate.
+
+Shared query prefix (:meth:`PackedDecoder.last_hidden_after_prefixes`): each distinct prefix runs
+once and its keys/values are kept; every document part then attends to its own prefix's keys and
+values and to itself causally (FlashAttention's causal mask aligns the last query with the last
+key, which is exactly "prefix + the suffix so far"), with positions continuing after the prefix.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from .._exceptions import ConfigurationError
+
+__all__ = ["PackedDecoder", "packed_support", "varlen_available"]
+
+
+def varlen_available() -> bool:
+    """Whether the installed torch has ``torch.nn.attention.varlen.varlen_attn`` (2.10 and later)."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def packed_support(config: Any) -> str | None:
+    """Why the packed path cannot run this checkpoint's decoder, or ``None`` if it can."""
+    if getattr(config, "model_type", None) != "qwen3":
+        return f"model_type {getattr(config, 'model_type', None)!r} (the packed path implements Qwen3)"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"hidden_act {config.hidden_act!r} (the packed path implements SiLU)"
+    if getattr(config, "use_sliding_window", False):
+        return "sliding-window attention"
+    if getattr(config, "attention_bias", False):
+        return "attention biases"
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if (rope.get("rope_type") or rope.get("type") or "default") != "default":
+        return f"rope_type {rope.get('rope_type')!r} (the packed path implements the default rotary embedding)"
+    return None
+
+
+def _rms(x: Any, weight: Any, eps: float) -> Any:
+    """transformers' Qwen3RMSNorm: float32 statistics, cast back, then the weight."""
+    import torch
+
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def _rotate_half(x: Any) -> Any:
+    import torch
+
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _attention_inputs(
+    x: Any, ln: Any, qkv: Any, q_norm: Any, k_norm: Any, cos: Any, sin: Any, eps: float, heads: int, kv_heads: int
+) -> tuple[Any, Any, Any]:
+    """Norm, fused q/k/v projection, per-head q/k norms and the rotary embedding of one layer."""
+    import torch
+    import torch.nn.functional as F
+
+    tokens = x.shape[0]
+    dim = q_norm.shape[0]
+    sizes = [heads * dim, kv_heads * dim, kv_heads * dim]
+    q, k, v = torch.split(F.linear(_rms(x, ln, eps), qkv), sizes, dim=-1)
+    q = _rms(q.view(tokens, heads, dim), q_norm, eps)
+    k = _rms(k.view(tokens, kv_heads, dim), k_norm, eps)
+    q = q * cos + _rotate_half(q) * sin
+    k = k * cos + _rotate_half(k) * sin
+    return q, k, v.view(tokens, kv_heads, dim)
+
+
+def _attention_output(x: Any, attn: Any, o: Any, ln: Any, gate_up: Any, down: Any, eps: float) -> Any:
+    """Output projection and residual, then the norm, SiLU MLP and residual of one layer."""
+    import torch.nn.functional as F
+
+    x = x + F.linear(attn.reshape(attn.shape[0], -1), o)
+    gate, up = F.linear(_rms(x, ln, eps), gate_up).chunk(2, dim=-1)
+    return x + F.linear(F.silu(gate) * up, down)
+
+
+class PackedDecoder:
+    """The decoder of a loaded transformers Qwen3 model, run over packed sequences.
+
+    Args:
+        body: The model's decoder stack (``model.base_model``: embeddings, layers, final norm).
+        compile: Fuse the element-wise work of each layer with ``torch.compile`` (CUDA; the first
+            calls compile, which takes tens of seconds).
+
+    The q/k/v and gate/up weights are concatenated copies; every other tensor is the model's own.
+    Drop the transformers model after building this to free the originals.
+    """
+
+    def __init__(self, body: Any, *, compile: bool = False) -> None:
+        import torch
+
+        config = body.config
+        reason = packed_support(config)
+        if reason is not None:
+            raise ConfigurationError(f"packed=True cannot run this checkpoint: {reason}; use packed=False")
+        self.heads = int(config.num_attention_heads)
+        self.kv_heads = int(config.num_key_value_heads)
+        self.eps = float(config.rms_norm_eps)
+        self.embed = body.embed_tokens.weight
+        self.norm = body.norm.weight
+        self.dtype = self.embed.dtype
+        self.device = self.embed.device
+        rotary = body.rotary_emb
+        self._inv_freq = rotary.inv_freq.to(torch.float32)
+        self._rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
+        self.layers: list[tuple[Any, ...]] = []
+        with torch.no_grad():
+            for layer in body.layers:
+                attn, mlp = layer.self_attn, layer.mlp
+                qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+                gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
+                self.layers.append(
+                    (
+                        layer.input_layernorm.weight,
+                        qkv,
+                        attn.q_norm.weight,
+                        attn.k_norm.weight,
+                        attn.o_proj.weight,
+                        layer.post_attention_layernorm.weight,
+                        gate_up,
+                        mlp.down_proj.weight,
+                    )
+                )
+        self.head_dim = int(self.layers[0][2].shape[0])
+        self.scale = self.head_dim**-0.5
+        self.flash = self.device.type == "cuda" and self.dtype in (torch.bfloat16, torch.float16) and varlen_available()
+        self._inputs: Callable[..., Any] = _attention_inputs
+        self._outputs: Callable[..., Any] = _attention_output
+        if compile:
+            self._inputs = torch.compile(_attention_inputs, dynamic=True)
+            self._outputs = torch.compile(_attention_output, dynamic=True)
+        self._varlen_kw = _varlen_keywords() if self.flash else {}
+
+    # -- the two entry points ------------------------------------------------------------------
+    def last_hidden(self, sequences: Sequence[Sequence[int]]) -> Any:
+        """The final-norm hidden state at the last token of each sequence, ``[n, hidden]``."""
+        import torch
+
+        lengths = [len(s) for s in sequences]
+        ids = torch.as_tensor([t for s in sequences for t in s], dtype=torch.long).to(self.device)
+        positions = torch.cat([torch.arange(n) for n in lengths]).to(self.device)
+        cu = _cumulative(lengths).to(self.device)
+        x = torch.nn.functional.embedding(ids, self.embed)
+        cos, sin = self._rotary(positions)
+        for weights in self.layers:
+            q, k, v = self._inputs(x, weights[0], weights[1], weights[2], weights[3], cos, sin, self.eps,
+                                   self.heads, self.kv_heads)  # fmt: skip
+            attn = self._attend(q, k, v, cu, cu, lengths, lengths)
+            x = self._outputs(x, attn, weights[4], weights[5], weights[6], weights[7], self.eps)
+        return _rms(x[cu[1:] - 1], self.norm, self.eps)
+
+    def last_hidden_after_prefixes(
+        self,
+        prefixes: Sequence[Sequence[int]],
+        suffixes: Sequence[tuple[int, Sequence[int]]],
+        batches: Iterator[list[int]],
+    ) -> Iterator[tuple[list[int], Any]]:
+        """For each batch of suffix indices: ``(batch, hidden)`` of ``prefixes[g] + suffix``.
+
+        ``suffixes``: ``(g, suffix ids)`` pairs; ``batches`` yields lists of their indices. The
+        prefixes run once (together); their keys and values are kept for every batch.
+        """
+        import torch
+
+        dev = self.device
+        p_lengths = [len(p) for p in prefixes]
+        p_start = [0, *torch.tensor(p_lengths).cumsum(0).tolist()]
+        p_ids = torch.as_tensor([t for p in prefixes for t in p], dtype=torch.long).to(dev)
+        p_cu = _cumulative(p_lengths).to(dev)
+        x = torch.nn.functional.embedding(p_ids, self.embed)
+        cos, sin = self._rotary(torch.cat([torch.arange(n) for n in p_lengths]).to(dev))
+        cached: list[tuple[Any, Any]] = []
+        for weights in self.layers:
+            q, k, v = self._inputs(x, weights[0], weights[1], weights[2], weights[3], cos, sin, self.eps,
+                                   self.heads, self.kv_heads)  # fmt: skip
+            cached.append((k, v))
+            attn = self._attend(q, k, v, p_cu, p_cu, p_lengths, p_lengths)
+            x = self._outputs(x, attn, weights[4], weights[5], weights[6], weights[7], self.eps)
+        del x, cos, sin
+        total_prefix = p_start[-1]
+        for batch in batches:
+            groups = [suffixes[i][0] for i in batch]
+            s_lengths = [len(suffixes[i][1]) for i in batch]
+            k_lengths = [p_lengths[g] + n for g, n in zip(groups, s_lengths, strict=True)]
+            ids = torch.as_tensor([t for i in batch for t in suffixes[i][1]], dtype=torch.long).to(dev)
+            positions = torch.cat(
+                [torch.arange(p_lengths[g], p_lengths[g] + n) for g, n in zip(groups, s_lengths, strict=True)]
+            )
+            # Row r's keys: its prefix's cached keys, then its own; indices into cat(prefix, suffix).
+            index, s_start = [], total_prefix
+            for g, n in zip(groups, s_lengths, strict=True):
+                index.append(torch.arange(p_start[g], p_start[g] + p_lengths[g]))
+                index.append(torch.arange(s_start, s_start + n))
+                s_start += n
+            kv_index = torch.cat(index).to(dev)
+            q_cu, k_cu = _cumulative(s_lengths).to(dev), _cumulative(k_lengths).to(dev)
+            x = torch.nn.functional.embedding(ids, self.embed)
+            cos, sin = self._rotary(positions.to(dev))
+            for weights, (pk, pv) in zip(self.layers, cached, strict=True):
+                q, k, v = self._inputs(x, weights[0], weights[1], weights[2], weights[3], cos, sin, self.eps,
+                                       self.heads, self.kv_heads)  # fmt: skip
+                keys = torch.cat([pk, k]).index_select(0, kv_index)
+                values = torch.cat([pv, v]).index_select(0, kv_index)
+                attn = self._attend(q, keys, values, q_cu, k_cu, s_lengths, k_lengths)
+                x = self._outputs(x, attn, weights[4], weights[5], weights[6], weights[7], self.eps)
+            yield batch, _rms(x[q_cu[1:] - 1], self.norm, self.eps)
+
+    # -- pieces -----------------------------------------------------------------------------------
+    def _rotary(self, positions: Any) -> tuple[Any, Any]:
+        """transformers' Qwen3RotaryEmbedding for these positions, shaped ``[tokens, 1, dim]``."""
+        import torch
+
+        freqs = positions[:, None].to(torch.float32) * self._inv_freq.to(positions.device)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = (emb.cos() * self._rope_scale).to(self.dtype)
+        sin = (emb.sin() * self._rope_scale).to(self.dtype)
+        return cos[:, None, :], sin[:, None, :]
+
+    def _attend(
+        self, q: Any, k: Any, v: Any, q_cu: Any, k_cu: Any, q_lengths: Sequence[int], k_lengths: Sequence[int]
+    ) -> Any:
+        """Causal attention of each sequence's queries to its keys, the last query aligned with the last key."""
+        import torch
+
+        if self.flash:
+            from torch.nn.attention.varlen import varlen_attn
+
+            if not self._varlen_kw.get("enable_gqa") and k.shape[1] != q.shape[1]:
+                k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+                v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+            out = varlen_attn(q, k, v, q_cu.to(torch.int32), k_cu.to(torch.int32), max(q_lengths), max(k_lengths),
+                              scale=self.scale, **self._varlen_kw)  # fmt: skip
+            return out
+        out = torch.empty_like(q)
+        qs, ks = 0, 0
+        for n_q, n_k in zip(q_lengths, k_lengths, strict=True):
+            qi = q[qs : qs + n_q].transpose(0, 1)
+            ki = k[ks : ks + n_k].transpose(0, 1)
+            vi = v[ks : ks + n_k].transpose(0, 1)
+            # Query i (of n_q) sees the keys up to n_k - n_q + i: the bottom-right causal mask.
+            mask = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(diagonal=n_k - n_q)
+            o = torch.nn.functional.scaled_dot_product_attention(
+                qi, ki, vi, attn_mask=mask, scale=self.scale, enable_gqa=True
+            )
+            out[qs : qs + n_q] = o.transpose(0, 1)
+            qs, ks = qs + n_q, ks + n_k
+        return out
+
+
+def _cumulative(lengths: Sequence[int]) -> Any:
+    import torch
+
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.long)
+    cu[1:] = torch.as_tensor(lengths, dtype=torch.long).cumsum(0)
+    return cu
+
+
+def _varlen_keywords() -> dict[str, Any]:
+    """Causal, and GQA where supported, in the keyword names of the installed ``varlen_attn``.
+
+    torch 2.10 takes ``is_causal``; later releases take ``window_size=(-1, 0)`` and ``enable_gqa``.
+    """
+    from torch.nn.attention.varlen import varlen_attn
+
+    params = inspect.signature(varlen_attn).parameters
+    kw: dict[str, Any] = {"is_causal": True} if "is_causal" in params else {"window_size": (-1, 0)}
+    if "enable_gqa" in params:
+        kw["enable_gqa"] = True
+    return kw
