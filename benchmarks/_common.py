@@ -108,3 +108,39 @@ def median(xs: list[float]) -> float:
 
 def log(*args: Any) -> None:
     print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
+
+
+class GpuBusy:
+    """Samples ``nvidia-smi``'s ``utilization.gpu`` (the share of time a kernel was running) every
+    100 ms while the block runs; ``.mean`` is the average over the samples (``None`` without
+    nvidia-smi). A profile of who waits on whom: near 100 the GPU is never idle (the kernels set
+    the pace), well below 100 the GPU waits on the host (Python, scheduling, tokenization).
+    """
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self.mean: float | None = None
+        self._proc: Any = None
+
+    def __enter__(self) -> GpuBusy:
+        import shutil
+        import subprocess
+
+        if shutil.which("nvidia-smi"):
+            self._proc = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        out, _ = self._proc.communicate(timeout=10)
+        self.samples = [float(x) for x in out.split() if x.strip().replace(".", "", 1).isdigit()]
+        # The first sample can predate the block; drop it when there are enough.
+        body = self.samples[1:] if len(self.samples) > 3 else self.samples
+        self.mean = round(statistics.fmean(body), 1) if body else None

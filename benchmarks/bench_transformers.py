@@ -120,7 +120,8 @@ def main() -> None:
     ap.add_argument(
         "--engine-configs",
         default="16:off,64:off,16:on,64:on,64:auto",
-        help="batch_size:reuse_prefix (on/off/auto), comma-separated; 64:auto = the engine's defaults",
+        help="batch_size:reuse_prefix[:mode] (reuse_prefix on/off/auto; mode auto/packed/padded/compiled), "
+        "comma-separated; 64:auto = the engine's defaults",
     )
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sweep-config", default="16:off")
@@ -148,26 +149,46 @@ def main() -> None:
         del off
         free()
 
-    configs = [tuple(c.split(":")) for c in args.engine_configs.split(",") if c]
+    # batch_size:reuse_prefix[:mode]; mode = auto (the engine's default: packed on CUDA in half
+    # precision), packed, padded (packed=False) or compiled (packed + compile=True). One engine
+    # per mode, loaded alone (peak memory counts only it), in the order the modes first appear.
+    configs = [(c.split(":") + ["auto"])[:3] for c in args.engine_configs.split(",") if c]
+    modes = {"auto": {}, "packed": {"packed": True}, "padded": {"packed": False},
+             "compiled": {"packed": True, "compile": True}}  # fmt: skip
     eng = reranker = None
-    if configs:
-        log("engine")
-        eng = TransformersEngine(args.model, device=args.device, dtype=dtype)
-        reranker = Reranker(eng)
 
     def run(queries, docs):
         return [[r.score for r in sorted(rk, key=lambda r: r.index)] for rk in reranker.rerank_many(queries, docs)]
 
-    for bs_text, reuse_text in configs:
-        bs = int(bs_text)
-        reuse = {"on": True, "off": False, "auto": "auto"}[reuse_text]
-        eng.batch_size, eng.reuse_prefix = bs, reuse
-        name = f"engine-bs{bs}-prefix{reuse_text}"
-        for wl in wls:
-            reps = 1 if wl.name == "W3" else args.reps
-            r = b.measure(name, wl, run, reps, batch_size=bs, reuse_prefix=reuse)
-            if r and "pairs_per_s" in r:
-                results[(name, wl.name)] = r
+    for mode in dict.fromkeys(m for _, _, m in configs):
+        log(f"engine ({mode})")
+        if eng is not None:
+            eng.close()
+            eng = reranker = None
+            free()
+        t0 = time.perf_counter()
+        eng = TransformersEngine(args.model, device=args.device, dtype=dtype, **modes[mode])
+        reranker = Reranker(eng)
+        b.rec.add(kind="startup", engine=f"TransformersEngine {mode}", seconds=round(time.perf_counter() - t0, 1),
+                  packed=eng.packed)  # fmt: skip
+        for bs_text, reuse_text, m in configs:
+            if m != mode:
+                continue
+            bs = int(bs_text)
+            reuse = {"on": True, "off": False, "auto": "auto"}[reuse_text]
+            eng.batch_size, eng.reuse_prefix = bs, reuse
+            name = f"engine-bs{bs}-prefix{reuse_text}" + ("" if mode == "auto" else f"-{mode}")
+            if mode == "compiled":  # the first calls compile: timed once, outside the measurement
+                t0 = time.perf_counter()
+                for wl in wls:
+                    warm = W.Workload(wl.name, 2, 16, wl.doc_words, wl.query_words)
+                    run(*W.make_inputs(warm, 20_000))
+                b.rec.add(kind="compile-warmup", engine=name, seconds=round(time.perf_counter() - t0, 1))
+            for wl in wls:
+                reps = 1 if wl.name == "W3" else args.reps
+                r = b.measure(name, wl, run, reps, batch_size=bs, reuse_prefix=reuse, packed=eng.packed)
+                if r and "pairs_per_s" in r:
+                    results[(name, wl.name)] = r
 
     # Score agreement (bf16: batch composition and padding change rounding) and ratios, against
     # every official variant measured on the same workload.

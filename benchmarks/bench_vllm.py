@@ -27,7 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import workloads as W
-from _common import Recorder, log, machine, timing
+from _common import GpuBusy, Recorder, log, machine, timing
 
 from qwen3_rerank import prompts
 
@@ -53,7 +53,10 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--budget", type=float, default=300)
     ap.add_argument(
-        "--engine-kw", action="append", default=[], help="engine mode: KEY=INT passed to VLLMEngine (repeatable)"
+        "--engine-kw",
+        action="append",
+        default=[],
+        help="engine mode: KEY=VALUE passed to VLLMEngine (int, float, true/false or text; repeatable)",
     )
     ap.add_argument("--scores", default="", help="json file: rep-0 scores written by raw, compared by engine")
     args = ap.parse_args()
@@ -105,7 +108,7 @@ def main() -> None:
     else:
         from qwen3_rerank.engines.vllm_engine import VLLMEngine
 
-        engine_kw = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.engine_kw)}
+        engine_kw = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.engine_kw)}
         engine = VLLMEngine(
             args.model,
             dtype=args.dtype,
@@ -145,18 +148,22 @@ def main() -> None:
         warm = W.Workload(wl.name, min(2, wl.queries), min(16, wl.docs_per_query), wl.doc_words, wl.query_words)
         q, d = W.make_inputs(warm, 10_000 + offset)
         fn(prep(q, d)) if prep else fn(q, d)
-        times, lengths = [], []
+        times, lengths, busy, host = [], [], [], []
         for rep in range(reps):
             q, d = W.make_inputs(wl, rep + offset)
+            t0 = time.perf_counter()
             lengths = [len(p) for p in plan(encoder, q, d)]
-            if prep:
-                pre = prep(q, d)
-                t0 = time.perf_counter()
-                scores = fn(pre)
-            else:
-                t0 = time.perf_counter()
-                scores = fn(q, d)
-            times.append(time.perf_counter() - t0)
+            host.append(time.perf_counter() - t0)  # the core's tokenization and planning alone
+            with GpuBusy() as gpu:
+                if prep:
+                    pre = prep(q, d)
+                    t0 = time.perf_counter()
+                    scores = fn(pre)
+                else:
+                    t0 = time.perf_counter()
+                    scores = fn(q, d)
+                times.append(time.perf_counter() - t0)
+            busy.append(gpu.mean)
             if rep == 0 and offset == 0:
                 key = f"{wl.name}"
                 if args.mode == "raw" and name == "vllm-LLM.score":
@@ -167,7 +174,10 @@ def main() -> None:
                     )
             if time.monotonic() > deadline:
                 break
-        rec.add(workload=wl.name, engine=name, **timing(args.shape, lengths, times), **extra)
+        busy_known = [b for b in busy if b is not None]
+        rec.add(workload=wl.name, engine=name, **timing(args.shape, lengths, times),
+                gpu_busy_pct=round(sum(busy_known) / len(busy_known), 1) if busy_known else None,
+                plan_us_per_pair=round(1e6 * min(host) / max(len(lengths), 1), 1), **extra)  # fmt: skip
 
     for wname in args.workloads.split(","):
         wl = W.WORKLOADS[wname]
@@ -188,6 +198,16 @@ def main() -> None:
     if args.mode == "engine":
         engine.close()
     log("done")
+
+
+def _value(text: str):
+    """An --engine-kw value: int, float, true/false, or the text."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def plan(encoder, queries, docs, max_length=8192) -> list[list[int]]:

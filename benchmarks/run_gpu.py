@@ -13,6 +13,11 @@ Phases
     vllm-replicas2-<shape> the same with VLLMEngine(replicas=2): two vLLM instances on the GPU
     vllm-tuned-<shape>     the same with vllm.LLM's own step budget passed to VLLMEngine
                            (max_num_batched_tokens=16384, max_num_seqs=1024; see RESULTS.md)
+    vllm-big-<shape>       VLLMEngine with 4x that step budget (max_num_batched_tokens=65536)
+    vllm-r2big-<shape>     replicas=2, each with max_num_batched_tokens=32768
+    tfpack-<shape>         the card's usage vs TransformersEngine padded / packed / compiled
+                           (0.6B: W1-W3 and batch sizes 64 and 256; larger shapes: W1)
+    prof-<shape>           profile_tf.py: a torch.profiler breakdown of one W1 call per mode
     tfsweep-<shape>        bench_transformers.py --sweep only, with the engine's defaults
     tfdef-<shape>          the card's usage vs the engine's defaults (W1-W3), then the sweep
 """
@@ -35,6 +40,9 @@ ROOT = HERE.parent
 VLLM_SWEEP = {"0.6B": False, "4B": False, "8B": False}  # the 0.6B sweep ran on 2026-11-27
 TF_CONFIGS = "16:off,64:off,16:on,64:on,64:auto"
 TF_CONFIGS_LARGE = "16:off,64:off,64:on,64:auto"
+# The packed path (issue 24): the old default (padded) beside the new one and its variants.
+TF_PACK = "64:auto:padded,64:auto,64:off,64:on,256:auto,64:auto:compiled,256:auto:compiled"
+TF_PACK_LARGE = "64:auto:padded,64:auto,64:auto:compiled"
 
 
 def phase_command(phase: str, state: Path, budget: float) -> list[str]:
@@ -49,8 +57,14 @@ def phase_command(phase: str, state: Path, budget: float) -> list[str]:
             f"make_test_model({model!r}, shape={shape!r}, dtype='bfloat16', device='cuda')"
         )
         return [py, "-c", code]
-    if kind in ("tf", "tfsweep", "tfdef"):
-        if kind == "tfdef":
+    if kind == "prof":
+        return [py, str(HERE / "profile_tf.py"), *common]
+    if kind in ("tf", "tfsweep", "tfdef", "tfpack"):
+        if kind == "tfpack":
+            configs = TF_PACK if shape == "0.6B" else TF_PACK_LARGE
+            extra = ["--official-batch", "0", "--engine-configs", configs]
+            extra += [] if shape == "0.6B" else ["--workloads", "W1"]
+        elif kind == "tfdef":
             extra = ["--official-batch", "0", "--engine-configs", "64:auto", "--sweep"]
         elif kind == "tfsweep":
             extra = ["--official-batch", "", "--engine-configs", "", "--sweep", "--workloads", "W1"]
@@ -59,13 +73,17 @@ def phase_command(phase: str, state: Path, budget: float) -> list[str]:
         else:  # larger shapes: the card's usage and bs16 as baselines, W1 and W2 only
             extra = ["--official-batch", "0,16", "--engine-configs", TF_CONFIGS_LARGE, "--workloads", "W1,W2"]
         return [py, str(HERE / "bench_transformers.py"), *common, *extra]
-    if kind in ("vllm-raw", "vllm-engine", "vllm-tuned", "vllm-replicas2"):
+    if kind in ("vllm-raw", "vllm-engine", "vllm-tuned", "vllm-replicas2", "vllm-big", "vllm-r2big"):
         mode = "raw" if kind == "vllm-raw" else "engine"
         extra = ["--sweep"] if VLLM_SWEEP.get(shape) else []
         if kind == "vllm-tuned":
             extra += ["--engine-kw", "max_num_batched_tokens=16384", "--engine-kw", "max_num_seqs=1024"]
         if kind == "vllm-replicas2":
             extra += ["--engine-kw", "replicas=2"]
+        if kind == "vllm-big":
+            extra += ["--engine-kw", "max_num_batched_tokens=65536", "--engine-kw", "max_num_seqs=1024"]
+        if kind == "vllm-r2big":
+            extra += ["--engine-kw", "replicas=2", "--engine-kw", "max_num_batched_tokens=32768"]
         return [
             py,
             str(HERE / "bench_vllm.py"),
@@ -103,7 +121,7 @@ def main() -> None:
             continue
         budget = float(budgets.get(phase, 240))
         # vLLM phases spend ~100 s starting before their measuring budget begins.
-        startup = (200 if "replicas" in phase else 110) if phase.startswith("vllm") else 0
+        startup = (200 if "replicas" in phase or "r2" in phase else 110) if phase.startswith("vllm") else 0
         cmd = phase_command(phase, state, min(budget, left - 40 - startup))
         print(f"== {phase}: {' '.join(cmd[:3])} ... ({left:.0f} s left)", flush=True)
         t0 = time.monotonic()

@@ -249,6 +249,7 @@ class PackedDecoder:
     ) -> Any:
         """Causal attention of each sequence's queries to its keys, the last query aligned with the last key."""
         import torch
+        import torch.nn.functional as F
 
         if self.flash:
             from torch.nn.attention.varlen import varlen_attn
@@ -261,15 +262,20 @@ class PackedDecoder:
             return out
         out = torch.empty_like(q)
         qs, ks = 0, 0
+        masks: dict[tuple[int, int], Any] = {}
         for n_q, n_k in zip(q_lengths, k_lengths, strict=True):
             qi = q[qs : qs + n_q].transpose(0, 1)
             ki = k[ks : ks + n_k].transpose(0, 1)
             vi = v[ks : ks + n_k].transpose(0, 1)
-            # Query i (of n_q) sees the keys up to n_k - n_q + i: the bottom-right causal mask.
-            mask = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(diagonal=n_k - n_q)
-            o = torch.nn.functional.scaled_dot_product_attention(
-                qi, ki, vi, attn_mask=mask, scale=self.scale, enable_gqa=True
-            )
+            if n_q == n_k:
+                o = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, scale=self.scale, enable_gqa=True)
+            else:
+                # Query i (of n_q) sees the keys up to n_k - n_q + i: the bottom-right causal mask.
+                mask = masks.get((n_q, n_k))
+                if mask is None:
+                    mask = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(diagonal=n_k - n_q)
+                    masks[n_q, n_k] = mask
+                o = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask, scale=self.scale, enable_gqa=True)
             out[qs : qs + n_q] = o.transpose(0, 1)
             qs, ks = qs + n_q, ks + n_k
         return out
