@@ -334,3 +334,17 @@ async def test_cancelled_packed_call_stops_between_batches(tiny_model, reuse_pre
     # The batch in flight finished, then the new call: no more than three passes after the cancel.
     assert calls["n"] - at_cancel <= 3 * layers, (calls["n"], at_cancel)
     engine.close()
+
+
+def test_packed_with_a_small_token_budget_matches_the_formula(tiny_model):
+    """max_batch_tokens below one prefix: every prefix pass and every batch holds a single sequence."""
+    from qwen3_rerank.engines.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine(tiny_model, device="cpu", dtype="float32", max_batch_tokens=32, reuse_prefix=True,
+                                packed=True)  # fmt: skip
+    reranker = Reranker(engine, max_length=256)
+    queries = [*QUERIES, "a third query with a longer text than the others"]
+    plan = reranker.plan(queries, [DOCS] * 3)
+    got = engine.score(plan.pairs).scores
+    assert got == pytest.approx(reference_scores(tiny_model, [p.input_ids for p in plan.pairs]), abs=1e-5)
+    engine.close()

@@ -9,7 +9,8 @@ hidden]`` tensor per forward pass), so no work is spent on padding and attention
   sequence, which is what the tests check against the model card's formula;
 * the query, key and value projections are one matrix product, and so are the MLP's gate and up
   projections (their weights concatenated once, at load);
-* only the last position of each sequence goes through the final norm;
+* the last layer's attention output and MLP, and the final norm, run only at the last position of
+  each sequence (the one hidden state that is read);
 * with ``compile=True`` the element-wise work around attention (norms, rotary embedding, SiLU,
   residual adds) is fused by ``torch.compile`` into a few kernels per layer; one compiled
   function serves every layer (weights are arguments, token count dynamic).
@@ -165,73 +166,103 @@ class PackedDecoder:
         import torch
 
         lengths = [len(s) for s in sequences]
-        ids = torch.as_tensor([t for s in sequences for t in s], dtype=torch.long).to(self.device)
-        positions = torch.cat([torch.arange(n) for n in lengths]).to(self.device)
-        cu = _cumulative(lengths).to(self.device)
-        x = torch.nn.functional.embedding(ids, self.embed)
-        cos, sin = self._rotary(positions)
-        for weights in self.layers:
-            q, k, v = self._inputs(x, weights[0], weights[1], weights[2], weights[3], cos, sin, self.eps,
-                                   self.heads, self.kv_heads)  # fmt: skip
-            attn = self._attend(q, k, v, cu, cu, lengths, lengths)
-            x = self._outputs(x, attn, weights[4], weights[5], weights[6], weights[7], self.eps)
-        return _rms(x[cu[1:] - 1], self.norm, self.eps)
+        ids = torch.as_tensor([t for s in sequences for t in s], dtype=torch.long)
+        positions = torch.cat([torch.arange(n) for n in lengths])
+        return self._run(ids, positions, lengths, lengths)
 
     def last_hidden_after_prefixes(
         self,
         prefixes: Sequence[Sequence[int]],
         suffixes: Sequence[tuple[int, Sequence[int]]],
         batches: Iterator[list[int]],
+        max_tokens: int,
     ) -> Iterator[tuple[list[int], Any]]:
         """For each batch of suffix indices: ``(batch, hidden)`` of ``prefixes[g] + suffix``.
 
         ``suffixes``: ``(g, suffix ids)`` pairs; ``batches`` yields lists of their indices. The
-        prefixes run once (together); their keys and values are kept for every batch.
+        prefixes run once, in passes of at most ``max_tokens`` tokens; their keys and values are
+        kept for every batch.
         """
         import torch
 
-        dev = self.device
         p_lengths = [len(p) for p in prefixes]
         p_start = [0, *torch.tensor(p_lengths).cumsum(0).tolist()]
-        p_ids = torch.as_tensor([t for p in prefixes for t in p], dtype=torch.long).to(dev)
-        p_cu = _cumulative(p_lengths).to(dev)
-        x = torch.nn.functional.embedding(p_ids, self.embed)
-        cos, sin = self._rotary(torch.cat([torch.arange(n) for n in p_lengths]).to(dev))
-        cached: list[tuple[Any, Any]] = []
-        for weights in self.layers:
-            q, k, v = self._inputs(x, weights[0], weights[1], weights[2], weights[3], cos, sin, self.eps,
-                                   self.heads, self.kv_heads)  # fmt: skip
-            cached.append((k, v))
-            attn = self._attend(q, k, v, p_cu, p_cu, p_lengths, p_lengths)
-            x = self._outputs(x, attn, weights[4], weights[5], weights[6], weights[7], self.eps)
-        del x, cos, sin
-        total_prefix = p_start[-1]
+        # The prefix pass, in chunks of at most max_tokens tokens; every layer's keys and values kept.
+        chunks: list[list[tuple[Any, Any]]] = []
+        first = 0
+        while first < len(prefixes):
+            end, tokens = first + 1, p_lengths[first]
+            while end < len(prefixes) and tokens + p_lengths[end] <= max_tokens:
+                tokens += p_lengths[end]
+                end += 1
+            ids = torch.as_tensor([t for p in prefixes[first:end] for t in p], dtype=torch.long)
+            chunks.append([])
+            lengths = p_lengths[first:end]
+            self._run(ids, torch.cat([torch.arange(n) for n in lengths]), lengths, lengths, keep=chunks[-1])
+            first = end
+        cached = [
+            (torch.cat([c[n][0] for c in chunks]), torch.cat([c[n][1] for c in chunks]))
+            for n in range(len(self.layers))
+        ]
+        del chunks
         for batch in batches:
             groups = [suffixes[i][0] for i in batch]
             s_lengths = [len(suffixes[i][1]) for i in batch]
             k_lengths = [p_lengths[g] + n for g, n in zip(groups, s_lengths, strict=True)]
-            ids = torch.as_tensor([t for i in batch for t in suffixes[i][1]], dtype=torch.long).to(dev)
-            positions = torch.cat(
-                [torch.arange(p_lengths[g], p_lengths[g] + n) for g, n in zip(groups, s_lengths, strict=True)]
-            )
+            ids = torch.as_tensor([t for i in batch for t in suffixes[i][1]], dtype=torch.long)
+            positions = torch.cat([torch.arange(p_lengths[g], k) for g, k in zip(groups, k_lengths, strict=True)])
             # Row r's keys: its prefix's cached keys, then its own; indices into cat(prefix, suffix).
-            index, s_start = [], total_prefix
+            index, s_start = [], p_start[-1]
             for g, n in zip(groups, s_lengths, strict=True):
                 index.append(torch.arange(p_start[g], p_start[g] + p_lengths[g]))
                 index.append(torch.arange(s_start, s_start + n))
                 s_start += n
-            kv_index = torch.cat(index).to(dev)
-            q_cu, k_cu = _cumulative(s_lengths).to(dev), _cumulative(k_lengths).to(dev)
-            x = torch.nn.functional.embedding(ids, self.embed)
-            cos, sin = self._rotary(positions.to(dev))
-            for weights, (pk, pv) in zip(self.layers, cached, strict=True):
-                q, k, v = self._inputs(x, weights[0], weights[1], weights[2], weights[3], cos, sin, self.eps,
-                                       self.heads, self.kv_heads)  # fmt: skip
-                keys = torch.cat([pk, k]).index_select(0, kv_index)
-                values = torch.cat([pv, v]).index_select(0, kv_index)
-                attn = self._attend(q, keys, values, q_cu, k_cu, s_lengths, k_lengths)
-                x = self._outputs(x, attn, weights[4], weights[5], weights[6], weights[7], self.eps)
-            yield batch, _rms(x[q_cu[1:] - 1], self.norm, self.eps)
+            kv_index = torch.cat(index).to(self.device)
+            yield batch, self._run(ids, positions, s_lengths, k_lengths, prefix=(cached, kv_index))
+
+    def _run(
+        self,
+        ids: Any,
+        positions: Any,
+        q_lengths: Sequence[int],
+        k_lengths: Sequence[int],
+        *,
+        keep: list[tuple[Any, Any]] | None = None,
+        prefix: tuple[list[tuple[Any, Any]], Any] | None = None,
+    ) -> Any:
+        """The layers over packed ``ids``; the final-norm hidden state at each sequence's last token.
+
+        ``keep``: collect every layer's keys and values (the prefix pass). ``prefix``: every
+        layer's kept keys/values and the index that puts each row's prefix before its own keys.
+        The last layer computes its attention output and MLP at the last positions only (the
+        only hidden states that are read); its keys and values still cover every position.
+        """
+        import torch
+
+        dev = self.device
+        q_cu, k_cu = _cumulative(q_lengths).to(dev), _cumulative(k_lengths).to(dev)
+        last = q_cu[1:] - 1
+        x = torch.nn.functional.embedding(ids.to(dev), self.embed)
+        cos, sin = self._rotary(positions.to(dev))
+        final = len(self.layers) - 1
+        for n, w in enumerate(self.layers):
+            q, k, v = self._inputs(x, w[0], w[1], w[2], w[3], cos, sin, self.eps, self.heads, self.kv_heads)
+            if keep is not None:
+                keep.append((k, v))
+                if n == final:
+                    return None  # the prefix pass reads no hidden state
+            if prefix is not None:
+                pk, pv = prefix[0][n]
+                k = torch.cat([pk, k]).index_select(0, prefix[1])
+                v = torch.cat([pv, v]).index_select(0, prefix[1])
+            if n == final:
+                x, q = x[last], q[last]
+                ones = [1] * len(q_lengths)
+                attn = self._attend(q, k, v, _cumulative(ones).to(dev), k_cu, ones, k_lengths)
+            else:
+                attn = self._attend(q, k, v, q_cu, k_cu, q_lengths, k_lengths)
+            x = self._outputs(x, attn, w[4], w[5], w[6], w[7], self.eps)
+        return _rms(x, self.norm, self.eps)
 
     # -- pieces -----------------------------------------------------------------------------------
     def _rotary(self, positions: Any) -> tuple[Any, Any]:

@@ -343,8 +343,9 @@ class TransformersEngine(Engine):
             cost = [len(s) + lens[g] for g, s in suffixes]
             with self._lock, torch.inference_mode():
                 # The prefix pass runs before the first batch; _packed_batches checks cancel first.
+                batches = self._packed_batches(order, cost, cancel)
                 for batch, h in self._packed.last_hidden_after_prefixes(
-                    prefixes, suffixes, self._packed_batches(order, cost, cancel)
+                    prefixes, suffixes, batches, self.max_batch_tokens
                 ):
                     for i, v in zip(batch, self._head(h), strict=True):
                         out[i] = v
