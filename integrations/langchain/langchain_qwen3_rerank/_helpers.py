@@ -153,10 +153,7 @@ def _copies(r: Any, request: Request, config: RunnableConfig) -> tuple[list[Docu
     out = []
     for res in ranking:
         doc = request.docs[res.index]
-        metadata = {**doc.metadata, "relevance_score": res.score, "rerank_logit": res.logit}
-        metadata["rerank_truncated"] = res.truncated
-        if windows:
-            metadata.update(rerank_window=res.window, rerank_num_windows=res.num_windows)
+        metadata = {**doc.metadata, "relevance_score": res.score, **settings.result_metadata(res, windows=windows)}
         out.append(doc.model_copy(update={"metadata": metadata}))
     # Custom events belong to a run: inside a retriever or chain run there is one; a bare call has nobody to tell.
     has_run = bool(request.docs) and get_callback_manager_for_config(ensure_config(config)).parent_run_id is not None
