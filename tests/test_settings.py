@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from qwen3_rerank import ConfigurationError, settings
+from qwen3_rerank import ConfigurationError, RerankResult, settings
 from qwen3_rerank.settings import (
     DEFAULT_MODEL,
     ENV_API_KEY,
@@ -24,6 +24,7 @@ from qwen3_rerank.settings import (
     resolve_api_key,
     resolve_base_urls,
     resolve_model,
+    result_metadata,
     validate_engine_options,
 )
 
@@ -379,3 +380,23 @@ def test_build_engine_transformers_uses_the_model_from_the_environment(monkeypat
         assert engine.model_name == str(tiny_model)
     finally:
         engine.close()
+
+
+def test_result_metadata_is_what_the_integrations_add_to_a_document():
+    windowed = RerankResult(index=0, document="d", score=0.9, logit=2.2, truncated=True, window=2, num_windows=3)
+    assert result_metadata(windowed) == {"rerank_logit": 2.2, "rerank_truncated": True}
+    assert result_metadata(windowed, windows=True) == {
+        "rerank_logit": 2.2,
+        "rerank_truncated": True,
+        "rerank_window": 2,
+        "rerank_num_windows": 3,
+    }
+    fits = RerankResult(index=1, document="e", score=0.5, logit=0.0)
+    assert result_metadata(fits, windows=True) == {
+        "rerank_logit": 0.0,
+        "rerank_truncated": False,
+        "rerank_window": None,
+        "rerank_num_windows": 1,
+    }
+    # A new dict each time: an integration adds its own keys to it (LlamaIndex's retrieval_score).
+    assert result_metadata(fits) is not result_metadata(fits)

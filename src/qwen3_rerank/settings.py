@@ -46,7 +46,7 @@ from ._reranker import Reranker
 from .engines import DTYPES
 
 if TYPE_CHECKING:
-    pass
+    from ._types import RerankResult
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -73,6 +73,7 @@ __all__ = [
     "resolve_api_key",
     "resolve_base_urls",
     "resolve_model",
+    "result_metadata",
     "validate_engine_options",
 ]
 
@@ -247,6 +248,24 @@ def build_integration_reranker(
     """
     key = api_key if engines.engine_class(engine).uses_server else None
     return build_reranker(engine, model=model, base_url=base_url, api_key=key, **engine_options)
+
+
+def result_metadata(result: RerankResult, *, windows: bool = False) -> dict[str, Any]:
+    """What the integrations add to a returned document's metadata, beside its score.
+
+    ``rerank_logit`` (the exact log-odds) and ``rerank_truncated``; with ``windows`` (the
+    reranker's ``long_documents="window"``) also ``rerank_window`` (``None`` when the document fit
+    in one) and ``rerank_num_windows``.
+
+    Example:
+        >>> from qwen3_rerank import RerankResult
+        >>> result_metadata(RerankResult(index=0, document="BM25 ...", score=0.9, logit=2.2))
+        {'rerank_logit': 2.2, 'rerank_truncated': False}
+    """
+    metadata: dict[str, Any] = {"rerank_logit": result.logit, "rerank_truncated": result.truncated}
+    if windows:
+        metadata.update(rerank_window=result.window, rerank_num_windows=result.num_windows)
+    return metadata
 
 
 def has_credentials(base_url: str | Sequence[str] | None) -> bool:

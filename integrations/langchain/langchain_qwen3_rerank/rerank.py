@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.cross_encoders import BaseCrossEncoder
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.runnables import RunnableConfig, RunnableLambda, RunnableSerializable
 from langchain_core.utils import secret_from_env
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_serializer, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, PlainSerializer, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self
 
-from qwen3_rerank import Ranking, Reranker, settings
+from qwen3_rerank import Reranker, settings
 from qwen3_rerank.settings import ENV_API_KEY, ENV_BASE_URL, USE_DEFAULT, RerankerSlot
 
 from . import _helpers as h
 from ._helpers import STATS_EVENT, RerankInput
 
 __all__ = ["Qwen3Rerank", "RerankInput", "STATS_EVENT"]
-
-# The rankings of the batch() / abatch() in progress, by input: each input's invoke() takes its own.
-_BATCH: contextvars.ContextVar[dict[Any, Any] | None] = contextvars.ContextVar("qwen3_rerank_batch", default=None)
 
 
 class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list[Document]], BaseCrossEncoder):
@@ -56,7 +52,7 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
         extra="forbid", arbitrary_types_allowed=True, protected_namespaces=(), hide_input_in_errors=True
     )
 
-    top_n: int | None = 3
+    top_n: Annotated[int | None, AfterValidator(settings.check_top_n)] = 3
     """How many documents to return, best first (``None``: all; 0 is refused)."""
 
     score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -77,7 +73,7 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
     """Hub id or local directory of the model (default ``$QWEN3_RERANK_MODEL``, else
     ``Qwen/Qwen3-Reranker-0.6B``). For the remote engine: the served model."""
 
-    base_url: str | list[str] | None = None
+    base_url: Annotated[str | list[str] | None, PlainSerializer(settings.redacted)] = None
     """URL of the server (remote engine only), e.g. ``http://127.0.0.1:8000``; a list spreads the
     load over several. Default: ``$QWEN3_RERANK_BASE_URL``. Credentials in it are never shown or
     serialised."""
@@ -93,24 +89,15 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
 
     @property
     def lc_secrets(self) -> dict[str, str]:
-        secrets = {"api_key": ENV_API_KEY}
-        if h.has_credentials(self.base_url):  # serialised as a reference to the variable, never in clear
-            secrets["base_url"] = ENV_BASE_URL
-        return secrets
+        # A base_url holding credentials is serialised as a reference to its variable, never in clear.
+        base_url = {"base_url": ENV_BASE_URL} if settings.has_credentials(self.base_url) else {}
+        return {"api_key": ENV_API_KEY, **base_url}
 
     @model_validator(mode="before")
     @classmethod
     def _hint_misplaced_keywords(cls, data: Any) -> Any:
-        return h.hint_misplaced_keywords(cls, data)
-
-    @field_validator("top_n")
-    @classmethod
-    def _check_top_n(cls, top_n: Any) -> int | None:
-        return settings.check_top_n(top_n)
-
-    @field_serializer("base_url")
-    def _redacted_base_url(self, base_url: str | list[str] | None) -> str | list[str] | None:
-        return h.redacted(base_url)
+        settings.check_keywords(cls.model_fields, data)
+        return data
 
     @model_validator(mode="after")
     def _check_engine_settings(self) -> Self:
@@ -126,32 +113,19 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
         return super().__getstate__()
 
     def __repr_args__(self) -> Any:
-        return [(k, h.redacted(v) if k == "base_url" else v) for k, v in super().__repr_args__()]
+        return [(k, settings.redacted(v) if k == "base_url" else v) for k, v in super().__repr_args__()]
 
     # -- the engine ---------------------------------------------------------------------------
     @property
     def client(self) -> Reranker:
         """The :class:`qwen3_rerank.Reranker` in use (built on first use from the settings)."""
-        return self._slot.get(lambda: h.build(self))
+        key = self.api_key.get_secret_value() if self.api_key is not None else None
+        engine = {name: getattr(self, name) for name in settings.ENGINE_SETTINGS}  # engine, model, base_url, ...
+        return self._slot.get(lambda: settings.build_integration_reranker(**engine, api_key=key))
 
     def close(self) -> None:
         """Release the engine this compressor built (an injected ``reranker`` is left open)."""
         self._slot.close()
-
-    def _rank(self, docs: list[Document], query: str, top_n: Any, instruction: str | None) -> Ranking:
-        if not docs:
-            return Ranking()
-        return self.client.rerank(query, h.texts(docs), **self._options(top_n, instruction))
-
-    async def _arank(self, docs: list[Document], query: str, top_n: Any, instruction: str | None) -> Ranking:
-        if not docs:
-            return Ranking()
-        return await self.client.arerank(query, h.texts(docs), **self._options(top_n, instruction))
-
-    def _options(self, top_n: Any, instruction: str | None) -> dict[str, Any]:
-        chosen = self.top_n if top_n is USE_DEFAULT else settings.check_top_n(top_n)
-        instruction = instruction or self.instruction
-        return {"top_n": chosen, "instruction": instruction, "score_threshold": self.score_threshold}
 
     def score(self, text_pairs: list[tuple[str, str]]) -> list[float]:
         """P("yes") of each ``(query, document)`` pair, in input order, in one engine call
@@ -165,17 +139,16 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Rank ``documents`` (str, ``Document`` or ``{"text": ...}``) for ``query``, as
         ``CohereRerank.rerank`` does: ``[{"index", "relevance_score"}]`` best first."""
-        ranking = self._rank(h.as_documents(documents, allow_text=True), h.check_query(query), top_n, instruction)
-        return [{"index": r.index, "relevance_score": r.score} for r in ranking]
+        request = h.request(self, query, documents, top_n, instruction, allow_text=True)
+        return [{"index": r.index, "relevance_score": r.score} for r in h.score(self, [request])[0].results()]
 
     async def arerank(
         self, documents: Sequence[str | Document | dict[str, Any]], query: str, *,
         top_n: int | None = USE_DEFAULT, instruction: str | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Asynchronous :meth:`rerank` through the engine's async path."""
-        docs = h.as_documents(documents, allow_text=True)
-        ranking = await self._arank(docs, h.check_query(query), top_n, instruction)
-        return [{"index": r.index, "relevance_score": r.score} for r in ranking]
+        request = h.request(self, query, documents, top_n, instruction, allow_text=True)
+        return [{"index": r.index, "relevance_score": r.score} for r in (await h.ascore(self, [request]))[0].results()]
 
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None, *,
@@ -183,31 +156,25 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
     ) -> Sequence[Document]:  # fmt: skip
         """The best ``top_n`` copies of ``documents`` for ``query`` (``None``: all), with their scores;
         ``[]`` for no documents, without calling the engine."""
-        docs = h.as_documents(documents, allow_text=False)
-        ranking = self._rank(docs, h.check_query(query), top_n, instruction)
-        return h.finish(self, docs, ranking, {"callbacks": callbacks})
+        request = h.request(self, query, documents, top_n, instruction, allow_text=False)
+        return h.finish(self, h.score(self, [request])[0], {"callbacks": callbacks})
 
     async def acompress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None, *,
         top_n: int | None = USE_DEFAULT, instruction: str | None = None,
     ) -> Sequence[Document]:  # fmt: skip
         """Asynchronous :meth:`compress_documents` through the engine's async path."""
-        docs = h.as_documents(documents, allow_text=False)
-        ranking = await self._arank(docs, h.check_query(query), top_n, instruction)
-        return await h.afinish(self, docs, ranking, {"callbacks": callbacks})
+        request = h.request(self, query, documents, top_n, instruction, allow_text=False)
+        return await h.afinish(self, (await h.ascore(self, [request]))[0], {"callbacks": callbacks})
 
     # -- Runnable: {"query", "documents", "top_n"?, "instruction"?} -> list[Document] -----------
     def invoke(self, input: RerankInput, config: RunnableConfig | None = None, **kwargs: Any) -> list[Document]:
-        """Rerank ``input["documents"]`` for ``input["query"]`` (inside ``batch``: its share of the one call)."""
+        """Rerank ``input["documents"]`` for ``input["query"]``."""
         return self._runnable().invoke(input, config)
 
     async def ainvoke(self, input: RerankInput, config: RunnableConfig | None = None, **kwargs: Any) -> list[Document]:
         """Asynchronous :meth:`invoke`."""
         return await self._runnable().ainvoke(input, config)
-
-    def _runnable(self) -> RunnableLambda[Any, list[Document]]:
-        # A run of its own per input (callbacks, tracing), opened by langchain_core as for any lambda.
-        return RunnableLambda(self._answer, afunc=self._aanswer, name=self.get_name())
 
     def batch(
         self, inputs: list[RerankInput], config: RunnableConfig | list[RunnableConfig] | None = None, *,
@@ -215,32 +182,31 @@ class Qwen3Rerank(BaseDocumentCompressor, RunnableSerializable[RerankInput, list
     ) -> list[Any]:  # fmt: skip
         """Rerank many inputs with ONE engine call (``rerank_many``) per distinct instruction; each
         input keeps its own run (callbacks, tracing, stats event), as ``Runnable.batch`` makes them."""
-        token = _BATCH.set(h.score_batch(self, list(inputs)))
-        try:
-            return super().batch(list(inputs), config, return_exceptions=return_exceptions, **kwargs)
-        finally:
-            _BATCH.reset(token)
+        requests = {id(item): h.parse_input(self, item) for item in inputs}
+        h.score(self, list(requests.values()))
+        return self._runnable(requests).batch(list(inputs), config, return_exceptions=return_exceptions)
 
     async def abatch(
         self, inputs: list[RerankInput], config: RunnableConfig | list[RunnableConfig] | None = None, *,
         return_exceptions: bool = False, **kwargs: Any,
     ) -> list[Any]:  # fmt: skip
         """Asynchronous :meth:`batch`: one ``arerank_many`` call per distinct instruction."""
-        token = _BATCH.set(await h.ascore_batch(self, list(inputs)))
-        try:
-            return await super().abatch(list(inputs), config, return_exceptions=return_exceptions, **kwargs)
-        finally:
-            _BATCH.reset(token)
+        requests = {id(item): h.parse_input(self, item) for item in inputs}
+        await h.ascore(self, list(requests.values()))
+        return await self._runnable(requests).abatch(list(inputs), config, return_exceptions=return_exceptions)
 
-    def _answer(self, input: Any, config: RunnableConfig) -> list[Document]:
-        found = h.take(_BATCH.get(), self, input) or h.take(h.score_batch(self, [input]), self, input)
-        request, ranking = found  # type: ignore[misc]  # take() returns an entry for an input it planned
-        return h.finish(self, request.docs, h.first(ranking, request.top_n), config)
+    def _runnable(self, scored: dict[int, h.Request] | None = None) -> RunnableLambda[Any, list[Document]]:
+        # A run of its own per input (callbacks, tracing), opened by langchain_core as for any lambda.
+        # In a batch each input takes its share of the calls made beforehand; alone, it is scored in its run.
+        def answer(item: Any, config: RunnableConfig) -> list[Document]:
+            request = scored[id(item)] if scored is not None else h.score(self, [h.parse_input(self, item)])[0]
+            return h.finish(self, request, config)
 
-    async def _aanswer(self, input: Any, config: RunnableConfig) -> list[Document]:
-        found = h.take(_BATCH.get(), self, input) or h.take(await h.ascore_batch(self, [input]), self, input)
-        request, ranking = found  # type: ignore[misc]
-        return await h.afinish(self, request.docs, h.first(ranking, request.top_n), config)
+        async def aanswer(item: Any, config: RunnableConfig) -> list[Document]:
+            request = scored[id(item)] if scored is not None else (await h.ascore(self, [h.parse_input(self, item)]))[0]
+            return await h.afinish(self, request, config)
+
+        return RunnableLambda(answer, afunc=aanswer, name=self.get_name())
 
 
 def __getattr__(name: str) -> Any:

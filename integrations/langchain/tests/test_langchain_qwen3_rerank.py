@@ -387,6 +387,33 @@ def test_batch_return_exceptions_keeps_good_inputs(fake_reranker: Reranker, fake
         r.batch([{"query": None, "documents": _docs()}, {"query": "q", "documents": _docs()}])
 
 
+async def test_an_engine_failure_fails_only_the_inputs_of_its_call(
+    fake_reranker: Reranker, fake_engine: Any, tiny_tokenizer: Any
+) -> None:
+    by_marker = fake_engine.score_fn
+
+    def score_fn(ids: Any) -> float:
+        if "Find zebras" in tiny_tokenizer.decode(ids):
+            raise RuntimeError("the engine went down")
+        return float(by_marker(ids))
+
+    fake_engine.score_fn = score_fn
+    r = Qwen3Rerank(reranker=fake_reranker, top_n=1)
+    inputs = [
+        {"query": "a", "documents": _docs()},
+        {"query": "b", "documents": _docs(), "instruction": "Find zebras"},
+        {"query": "c", "documents": _docs(), "instruction": "Find zebras"},
+    ]
+    for out in (r.batch(inputs, return_exceptions=True), await r.abatch(inputs, return_exceptions=True)):
+        assert [d.id for d in out[0]] == ["d1"]
+        assert all(isinstance(o, RuntimeError) and "went down" in str(o) for o in out[1:])
+    assert fake_engine.calls == ["score", "score", "ascore", "ascore"]  # one call per instruction
+    with pytest.raises(RuntimeError, match="went down"):
+        r.invoke(inputs[1])
+    with pytest.raises(RuntimeError, match="went down"):
+        await r.acompress_documents(_docs(), "q", instruction="Find zebras")
+
+
 def test_batch_gives_each_input_its_own_run(fake_reranker: Reranker) -> None:
     class Runs(BaseCallbackHandler):
         def __init__(self) -> None:

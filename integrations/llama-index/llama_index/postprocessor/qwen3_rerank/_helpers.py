@@ -10,7 +10,7 @@ from typing import Any
 from llama_index.core.bridge.pydantic import SecretStr
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 
-from qwen3_rerank import RerankResult, RerankStats
+from qwen3_rerank import RerankResult, RerankStats, settings
 
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 """Metadata key of the retriever's score on returned nodes when ``keep_retrieval_score=True``."""
@@ -65,9 +65,7 @@ def scored_copy(
     added keys are kept out of the text the LLM and the embedding model read.
     """
     node = scored.node
-    added: dict[str, Any] = {"rerank_logit": result.logit, "rerank_truncated": result.truncated}
-    if windows:
-        added.update(rerank_window=result.window, rerank_num_windows=result.num_windows)
+    added = settings.result_metadata(result, windows=windows)
     if keep_retrieval_score:
         added[RETRIEVAL_SCORE_KEY] = scored.score
     llm_excluded = list(node.excluded_llm_metadata_keys)
