@@ -165,7 +165,7 @@ def test_an_unknown_option_without_a_close_match_still_lists_the_options():
     with pytest.raises(ConfigurationError) as info:
         validate_engine_options("transformers", {"frobnicate": 1})
     assert "did you mean" not in str(info.value)
-    assert "Valid options: attn_implementation, batch_size, device, dtype" in str(info.value)
+    assert "Valid options: attn_implementation, batch_size, compile, device, dtype" in str(info.value)
 
 
 def test_dtype_is_not_a_remote_option():
