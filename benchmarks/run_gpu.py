@@ -15,6 +15,14 @@ Phases
                            (max_num_batched_tokens=16384, max_num_seqs=1024; see RESULTS.md)
     tfsweep-<shape>        bench_transformers.py --sweep only, with the engine's defaults
     tfdef-<shape>          the card's usage vs the engine's defaults (W1-W3), then the sweep
+    st-<shape>             bench_st.py: sentence-transformers' CrossEncoder (its prompts, the card's
+                           prompt) vs TransformersEngine defaults, W1-W3 (needs sentence-transformers)
+    growth-tf-<shape>      how cost grows: bench_transformers.py --sweep only (TransformersEngine
+                           defaults; pairs/s and peak memory beyond the weights per point)
+    growth-vllm-<shape>    how cost grows: bench_vllm.py --mode engine --sweep only (VLLMEngine defaults)
+
+``--device cpu`` runs the same phases on the CPU in float32 (vLLM phases: float32, eager), to
+smoke-test a command with ``build-tiny`` before spending GPU time on it.
 """
 
 from __future__ import annotations
@@ -37,20 +45,26 @@ TF_CONFIGS = "16:off,64:off,16:on,64:on,64:auto"
 TF_CONFIGS_LARGE = "16:off,64:off,64:on,64:auto"
 
 
-def phase_command(phase: str, state: Path, budget: float) -> list[str]:
+def phase_command(phase: str, state: Path, budget: float, device: str = "cuda") -> list[str]:
     py = sys.executable
     kind, _, shape = phase.rpartition("-")
     model = str(state / "models" / shape)
     out = str(state / "results.jsonl")
     common = ["--shape", shape, "--model", model, "--out", out, "--budget", str(budget)]  # every bench script
+    dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    torch_device = ["--device", device, "--dtype", dtype]  # bench_transformers.py, bench_st.py
     if kind == "build":
         code = (
             "from qwen3_rerank.testing import make_test_model; import sys; "
-            f"make_test_model({model!r}, shape={shape!r}, dtype='bfloat16', device='cuda')"
+            f"make_test_model({model!r}, shape={shape!r}, dtype={dtype!r}, device={device!r})"
         )
         return [py, "-c", code]
-    if kind in ("tf", "tfsweep", "tfdef"):
-        if kind == "tfdef":
+    if kind == "st":
+        return [py, str(HERE / "bench_st.py"), *common, *torch_device]
+    if kind in ("tf", "tfsweep", "tfdef", "growth-tf"):
+        if kind == "growth-tf":
+            extra = ["--official-batch", "", "--engine-configs", "", "--workloads", "", "--sweep"]
+        elif kind == "tfdef":
             extra = ["--official-batch", "0", "--engine-configs", "64:auto", "--sweep"]
         elif kind == "tfsweep":
             extra = ["--official-batch", "", "--engine-configs", "", "--sweep", "--workloads", "W1"]
@@ -58,10 +72,14 @@ def phase_command(phase: str, state: Path, budget: float) -> list[str]:
             extra = ["--official-batch", "0,16,32", "--engine-configs", TF_CONFIGS]
         else:  # larger shapes: the card's usage and bs16 as baselines, W1 and W2 only
             extra = ["--official-batch", "0,16", "--engine-configs", TF_CONFIGS_LARGE, "--workloads", "W1,W2"]
-        return [py, str(HERE / "bench_transformers.py"), *common, *extra]
-    if kind in ("vllm-raw", "vllm-engine", "vllm-tuned", "vllm-replicas2"):
+        return [py, str(HERE / "bench_transformers.py"), *common, *torch_device, *extra]
+    if kind in ("vllm-raw", "vllm-engine", "vllm-tuned", "vllm-replicas2", "growth-vllm"):
         mode = "raw" if kind == "vllm-raw" else "engine"
         extra = ["--sweep"] if VLLM_SWEEP.get(shape) else []
+        if kind == "growth-vllm":
+            extra = ["--workloads", "", "--sweep"]
+        if not device.startswith("cuda"):  # vLLM's CPU build, as run_cpu.py starts it
+            extra += ["--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.1"]
         if kind == "vllm-tuned":
             extra += ["--engine-kw", "max_num_batched_tokens=16384", "--engine-kw", "max_num_seqs=1024"]
         if kind == "vllm-replicas2":
@@ -85,6 +103,7 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=540, help="seconds from now for the whole command")
     ap.add_argument("--state", default=os.path.expanduser("~/qwen3-bench"))
     ap.add_argument("--budget", default="", help="phase=seconds,... measuring budget per phase")
+    ap.add_argument("--device", default="cuda", help="cpu: the same phases in float32, to smoke-test a command")
     args = ap.parse_args()
     end = time.monotonic() + args.deadline
     state = Path(args.state)
@@ -103,8 +122,8 @@ def main() -> None:
             continue
         budget = float(budgets.get(phase, 240))
         # vLLM phases spend ~100 s starting before their measuring budget begins.
-        startup = (200 if "replicas" in phase else 110) if phase.startswith("vllm") else 0
-        cmd = phase_command(phase, state, min(budget, left - 40 - startup))
+        startup = (200 if "replicas" in phase else 110) if "vllm" in phase else 0
+        cmd = phase_command(phase, state, min(budget, left - 40 - startup), args.device)
         print(f"== {phase}: {' '.join(cmd[:3])} ... ({left:.0f} s left)", flush=True)
         t0 = time.monotonic()
         with open(state / f"{phase}.log", "w") as logf:
