@@ -6,6 +6,14 @@ Usage (one model size per process; results appended as JSON lines):
 Each measurement: one small warm-up, then ``--reps`` timed repetitions on fresh documents; the
 median is reported. Peak memory is ``torch.cuda.max_memory_allocated`` over the timed
 repetitions, weights included (each engine is loaded alone).
+
+``--sweep``: how cost grows (``workloads.growth_points``: 1 query x 1 / 10 / 100 / 1,000
+documents of ~500 tokens, and documents of ~50 / 500 / 2,000 / 8,000 tokens) with a fresh
+``TransformersEngine`` at its defaults, labelled ``engine-defaults``; records carry ``sweep``
+("docs" / "tokens"), ``x`` (documents, or words per document), ``doc_tokens`` (measured mean) and,
+on CUDA, ``peak_gib``: ``max_memory_allocated`` after a reset minus the weights' memory
+(``weights_gib``, allocated by loading the engine). The sweep alone:
+``--official-batch "" --engine-configs "" --workloads "" --sweep``.
 """
 
 from __future__ import annotations
@@ -41,9 +49,17 @@ class Bench:
         self.args = args
         self.deadline = time.monotonic() + args.budget
         self.rec = Recorder(
-            args.out, suite="transformers", shape=args.shape, machine=machine(), command=" ".join(sys.argv)
+            args.out,
+            suite="transformers",
+            shape=args.shape,
+            machine=machine(),
+            command=" ".join(sys.argv),
+            device=args.device,
+            dtype=args.dtype,
         )
-        self.encoder = PairEncoder(Qwen3Tokenizer.from_pretrained(args.model))
+        self.tokenizer = Qwen3Tokenizer.from_pretrained(args.model)
+        self.encoder = PairEncoder(self.tokenizer)
+        self.weights: float | None = None  # bytes allocated by the engine's weights (the sweep's)
         self.cuda = args.device.startswith("cuda")
         self.scores: dict[tuple[str, str], list[float]] = {}
 
@@ -86,6 +102,12 @@ class Bench:
             if self.left() < 0:
                 break
         peak = torch.cuda.max_memory_allocated() / 2**30 if self.cuda else None
+        if "sweep" in extra:
+            doc_tokens = sum(map(len, self.tokenizer.encode_plain([d for group in docs for d in group])))
+            extra["doc_tokens"] = round(doc_tokens / len(lengths), 1)
+            if peak is not None and self.weights is not None:
+                extra["peak_gib"] = round(peak - self.weights / 2**30, 3)
+                extra["weights_gib"] = round(self.weights / 2**30, 3)
         return self.rec.add(
             workload=wl.name,
             engine=engine,
@@ -128,8 +150,8 @@ def main() -> None:
     args = ap.parse_args()
     b = Bench(args)
     dtype = getattr(torch, args.dtype)
-    wls = [W.WORKLOADS[n] for n in args.workloads.split(",")]
-    official_wls = [W.WORKLOADS[n] for n in (args.official_workloads or args.workloads).split(",")]
+    wls = [W.WORKLOADS[n] for n in args.workloads.split(",") if n]
+    official_wls = [W.WORKLOADS[n] for n in (args.official_workloads or args.workloads).split(",") if n]
     results: dict[tuple[str, str], dict] = {}
 
     for bs in [int(x) for x in args.official_batch.split(",") if x]:
@@ -212,19 +234,20 @@ def main() -> None:
             )
 
     if args.sweep:
-        if eng is None:
-            eng = TransformersEngine(args.model, device=args.device, dtype=dtype)
-            reranker = Reranker(eng)
-        # The engine as a user gets it: its default batch size and prefix policy.
-        defaults = TransformersEngine.__init__.__kwdefaults__
-        eng.batch_size, eng.reuse_prefix = defaults["batch_size"], defaults["reuse_prefix"]
-        label = f"engine-default-bs{eng.batch_size}-prefix{eng.reuse_prefix}"
-        for n_docs in (10, 100, 1000):
-            wl = W.Workload(f"sweep-docs{n_docs}", 1, n_docs, 256)
-            b.measure(label, wl, run, 1, sweep="docs", x=n_docs)
-        for words in (64, 256, 1024, 4096):
-            wl = W.Workload(f"sweep-tokens{words}", 1, 100, words)
-            b.measure(label, wl, run, 1, sweep="tokens", x=words)
+        # The engine as a user gets it: a fresh one with its defaults (the configs above set
+        # attributes on theirs), and its weights' memory, which the sweep's peak_gib leaves out.
+        if eng is not None:
+            eng.close()
+            eng = reranker = None
+            free()
+        before = torch.cuda.memory_allocated() if b.cuda else 0
+        eng = TransformersEngine(args.model, device=args.device, dtype=dtype)
+        reranker = Reranker(eng)
+        if b.cuda:
+            torch.cuda.synchronize()
+            b.weights = torch.cuda.memory_allocated() - before
+        for sweep, x, wl in W.growth_points():
+            b.measure("engine-defaults", wl, run, W.growth_reps(wl), sweep=sweep, x=x)
     if eng is not None:
         eng.close()
 

@@ -14,6 +14,11 @@ Usage (each mode in its own process: one vLLM engine per process, started once):
 
 Both use the same vLLM options (dtype, max_model_len, gpu_memory_utilization, vLLM's defaults
 otherwise: prefix caching on, CUDA graphs on).
+
+``--sweep``: how cost grows (``workloads.growth_points``: 1 query x 1 / 10 / 100 / 1,000
+documents of ~500 tokens, and documents of ~50 / 500 / 2,000 / 8,000 tokens; the longest pair,
+~8,080 tokens with the template, fits the default ``--max-model-len 8192``). Records carry
+``sweep``, ``x`` and ``doc_tokens`` (measured mean). The sweep alone: ``--workloads "" --sweep``.
 """
 
 from __future__ import annotations
@@ -61,13 +66,14 @@ def main() -> None:
     ap.add_argument("--scores", default="", help="json file: rep-0 scores written by raw, compared by engine")
     args = ap.parse_args()
     deadline = time.monotonic() + args.budget
-    rec = Recorder(args.out, suite="vllm", shape=args.shape, command=" ".join(sys.argv))
+    rec = Recorder(args.out, suite="vllm", shape=args.shape, command=" ".join(sys.argv), dtype=args.dtype)
 
     from qwen3_rerank import Reranker
     from qwen3_rerank._encoding import PairEncoder
     from qwen3_rerank._tokenizer import Qwen3Tokenizer
 
-    encoder = PairEncoder(Qwen3Tokenizer.from_pretrained(args.model))
+    tokenizer = Qwen3Tokenizer.from_pretrained(args.model)
+    encoder = PairEncoder(tokenizer)
     t_start = time.perf_counter()
     if args.mode == "raw":
         from vllm import LLM
@@ -174,24 +180,22 @@ def main() -> None:
                     )
             if time.monotonic() > deadline:
                 break
+        if "sweep" in extra:
+            doc_tokens = sum(map(len, tokenizer.encode_plain([x for g in d for x in g])))
+            extra["doc_tokens"] = round(doc_tokens / len(lengths), 1)
         busy_known = [b for b in busy if b is not None]
         rec.add(workload=wl.name, engine=name, **timing(args.shape, lengths, times),
                 gpu_busy_pct=round(sum(busy_known) / len(busy_known), 1) if busy_known else None,
                 plan_us_per_pair=round(1e6 * min(host) / max(len(lengths), 1), 1), **extra)  # fmt: skip
 
-    for wname in args.workloads.split(","):
+    for wname in filter(None, args.workloads.split(",")):
         wl = W.WORKLOADS[wname]
         for k, (name, fn, prep) in enumerate(runners):
             measure(name, fn, prep, wl, 1 if wname == "W3" else args.reps, offset=1000 * k)
     if args.sweep:
-        for n_docs in (10, 100, 1000):
-            wl = W.Workload(f"sweep-docs{n_docs}", 1, n_docs, 256)
+        for sweep, x, wl in W.growth_points():
             for k, (name, fn, prep) in enumerate(runners):
-                measure(name, fn, prep, wl, 2, offset=1000 * k, sweep="docs", x=n_docs)
-        for words in (64, 256, 1024, 4096):
-            wl = W.Workload(f"sweep-tokens{words}", 1, 100, words)
-            for k, (name, fn, prep) in enumerate(runners):
-                measure(name, fn, prep, wl, 2, offset=1000 * k, sweep="tokens", x=words)
+                measure(name, fn, prep, wl, W.growth_reps(wl), offset=1000 * k, sweep=sweep, x=x)
     if args.mode == "raw" and args.scores:
         with open(args.scores, "w") as f:
             json.dump(saved, f)

@@ -63,7 +63,11 @@ def main(paths: list[str], out: str) -> None:
             pts = sorted(
                 (r["x"], r["pairs_per_s"])
                 for r in last.values()
-                if r.get("sweep") == sweep and r["suite"] == suite and r["engine"] == eng and r["shape"] == "0.6B"
+                if r.get("sweep") == sweep
+                and r["suite"] == suite
+                and r["engine"] == eng
+                and r["shape"] == "0.6B"
+                and not str(r.get("workload")).startswith("growth-")  # plot_growth.py draws those
             )
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)

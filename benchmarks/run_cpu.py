@@ -17,6 +17,12 @@ Parts (each in its own process; ``python benchmarks/run_cpu.py`` runs all of the
                   result against a fake server in this process (``/classify`` with fixed logits,
                   tokenizer from the local directory); process start to the first
                   ``TransformersEngine`` score on the tiny model (CPU, float32).
+``st``            ``bench_st.py`` on the CPU (not in ``all``: needs ``pip install
+                  sentence-transformers==6.0.1``, which is not a dependency of qwen3-rerank):
+                  sentence-transformers' ``CrossEncoder`` (its prompts, the card's prompt) vs
+                  ``TransformersEngine`` defaults, random-init ``--shape`` checkpoint (default 0.6B,
+                  float32, built once into the cache), small counts (``--counts``). Appends to
+                  ``results/st-cpu.jsonl``.
 
 Results: ``benchmarks/results/cpu.jsonl`` (appended) and a summary on stdout. CPU numbers move
 with whatever else runs on the machine: the runner records the load average with each result.
@@ -374,15 +380,52 @@ def part_cold_start(reps: int, label: str | None) -> None:
     )
 
 
+# -- sentence-transformers CrossEncoder vs TransformersEngine (bench_st.py) ------------------------
+ST_OUT = HERE / "results" / "st-cpu.jsonl"
+
+
+def bench_model(shape: str) -> str:
+    """The random-init ``shape`` checkpoint in float32, built once into the test-model cache."""
+    if shape == "tiny":
+        return tiny_model()
+    from qwen3_rerank.testing import make_test_model
+
+    root = Path(os.environ.get("QWEN3_RERANK_CACHE") or Path.home() / ".cache" / "qwen3-rerank")
+    path = root / f"bench-{shape}-float32"
+    if not (path / "qwen3_rerank_test_model.json").is_file():
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        make_test_model(tmp, shape=shape, dtype="float32", device="cpu")
+        tmp.rename(path)
+    return str(path)
+
+
+def part_st(shape: str, counts: str, reps: int, budget: float) -> None:
+    import importlib.util
+
+    from bench_st import INSTALL_HINT
+
+    if importlib.util.find_spec("sentence_transformers") is None:
+        raise SystemExit(INSTALL_HINT)
+    cmd = [sys.executable, str(HERE / "bench_st.py"), "--shape", shape, "--model", bench_model(shape)]
+    cmd += ["--out", str(ST_OUT), "--device", "cpu", "--dtype", "float32", "--counts", counts]
+    cmd += ["--reps", str(reps), "--budget", str(budget)]
+    subprocess.run(cmd, check=True)  # noqa: S603
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument(
-        "--part", choices=["all", "imports", "stack-raw", "stack-engine", "remote", "cold-start"], default="all"
+        "--part", choices=["all", "imports", "stack-raw", "stack-engine", "remote", "cold-start", "st"], default="all"
     )
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 5; st: 1)")
     ap.add_argument("--max-num-batched-tokens", type=int, default=None, help="stack-engine: passed to VLLMEngine")
     ap.add_argument("--label", default=None, help="cold-start: a note saved with each record (e.g. the code measured)")
+    ap.add_argument("--shape", default="0.6B", help="st: the checkpoint's shape (tiny, 0.6B, 4B, 8B)")
+    ap.add_argument("--counts", default="W1=2x8,W2=2x8,W3=1x2", help="st: queries x documents per workload")
+    ap.add_argument("--budget", type=float, default=3600, help="st: seconds for the whole part")
     args = ap.parse_args()
+    if args.reps is None:
+        args.reps = 1 if args.part == "st" else 5
     if args.part == "all":
         env = dict(os.environ, PYTHONPATH=f"{HERE.parent}:{os.environ.get('PYTHONPATH', '')}")
         for part in ("imports", "cold-start", "stack-raw", "stack-engine", "remote"):
@@ -401,6 +444,7 @@ def main() -> None:
         "stack-engine": lambda: part_stack_engine(args.reps, args.max_num_batched_tokens),
         "remote": lambda: part_remote(args.reps),
         "cold-start": lambda: part_cold_start(args.reps, args.label),
+        "st": lambda: part_st(args.shape, args.counts, args.reps, args.budget),
     }[args.part]()
 
 

@@ -20,6 +20,14 @@ Phases
     prof-<shape>           profile_tf.py: a torch.profiler breakdown of one W1 call per mode
     tfsweep-<shape>        bench_transformers.py --sweep only, with the engine's defaults
     tfdef-<shape>          the card's usage vs the engine's defaults (W1-W3), then the sweep
+    st-<shape>             bench_st.py: sentence-transformers' CrossEncoder (its prompts, the card's
+                           prompt) vs TransformersEngine defaults, W1-W3 (needs sentence-transformers)
+    growth-tf-<shape>      how cost grows: bench_transformers.py --sweep only (TransformersEngine
+                           defaults; pairs/s and peak memory beyond the weights per point)
+    growth-vllm-<shape>    how cost grows: bench_vllm.py --mode engine --sweep only (VLLMEngine defaults)
+
+``--device cpu`` runs the same phases on the CPU in float32 (vLLM phases: float32, eager), to
+smoke-test a command with ``build-tiny`` before spending GPU time on it.
 """
 
 from __future__ import annotations
@@ -37,30 +45,38 @@ ROOT = HERE.parent
 
 # Per phase: (estimated seconds, extra arguments). The bench scripts also stop measuring at
 # their --budget, so a phase ends cleanly even when the estimate is off.
-VLLM_SWEEP = {"0.6B": False, "4B": False, "8B": False}  # the 0.6B sweep ran on 2026-11-27
+# vllm-engine-<shape> also runs the growth sweep (one engine start for both; growth-vllm-<shape>
+# runs the sweep alone).
+VLLM_SWEEP = {"0.6B": True, "4B": False, "8B": False}
 TF_CONFIGS = "16:off,64:off,16:on,64:on,64:auto"
 TF_CONFIGS_LARGE = "16:off,64:off,64:on,64:auto"
 # The packed path (issue 24): the old default (padded) beside the new one and its variants.
-TF_PACK = "64:auto:padded,64:auto,64:off,64:on,256:auto,64:auto:compiled,256:auto:compiled"
+TF_PACK = "64:auto:padded,64:auto,64:on,256:auto,64:auto:compiled"
 TF_PACK_LARGE = "64:auto:padded,64:auto,64:auto:compiled"
 
 
-def phase_command(phase: str, state: Path, budget: float) -> list[str]:
+def phase_command(phase: str, state: Path, budget: float, device: str = "cuda") -> list[str]:
     py = sys.executable
     kind, _, shape = phase.rpartition("-")
     model = str(state / "models" / shape)
     out = str(state / "results.jsonl")
     common = ["--shape", shape, "--model", model, "--out", out, "--budget", str(budget)]  # every bench script
+    dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    torch_device = ["--device", device, "--dtype", dtype]  # bench_transformers.py, bench_st.py
     if kind == "build":
         code = (
             "from qwen3_rerank.testing import make_test_model; import sys; "
-            f"make_test_model({model!r}, shape={shape!r}, dtype='bfloat16', device='cuda')"
+            f"make_test_model({model!r}, shape={shape!r}, dtype={dtype!r}, device={device!r})"
         )
         return [py, "-c", code]
     if kind == "prof":
         return [py, str(HERE / "profile_tf.py"), *common]
-    if kind in ("tf", "tfsweep", "tfdef", "tfpack"):
-        if kind == "tfpack":
+    if kind == "st":
+        return [py, str(HERE / "bench_st.py"), *common, *torch_device]
+    if kind in ("tf", "tfsweep", "tfdef", "tfpack", "growth-tf"):
+        if kind == "growth-tf":
+            extra = ["--official-batch", "", "--engine-configs", "", "--workloads", "", "--sweep"]
+        elif kind == "tfpack":
             configs = TF_PACK if shape == "0.6B" else TF_PACK_LARGE
             extra = ["--official-batch", "0", "--engine-configs", configs]
             extra += [] if shape == "0.6B" else ["--workloads", "W1"]
@@ -72,10 +88,14 @@ def phase_command(phase: str, state: Path, budget: float) -> list[str]:
             extra = ["--official-batch", "0,16,32", "--engine-configs", TF_CONFIGS]
         else:  # larger shapes: the card's usage and bs16 as baselines, W1 and W2 only
             extra = ["--official-batch", "0,16", "--engine-configs", TF_CONFIGS_LARGE, "--workloads", "W1,W2"]
-        return [py, str(HERE / "bench_transformers.py"), *common, *extra]
-    if kind in ("vllm-raw", "vllm-engine", "vllm-tuned", "vllm-replicas2", "vllm-big", "vllm-r2big"):
+        return [py, str(HERE / "bench_transformers.py"), *common, *torch_device, *extra]
+    if kind in ("vllm-raw", "vllm-engine", "vllm-tuned", "vllm-replicas2", "vllm-big", "vllm-r2big", "growth-vllm"):
         mode = "raw" if kind == "vllm-raw" else "engine"
-        extra = ["--sweep"] if VLLM_SWEEP.get(shape) else []
+        extra = ["--sweep"] if kind == "vllm-engine" and VLLM_SWEEP.get(shape) else []
+        if kind == "growth-vllm":
+            extra = ["--workloads", "", "--sweep"]
+        if not device.startswith("cuda"):  # vLLM's CPU build, as run_cpu.py starts it
+            extra += ["--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.1"]
         if kind == "vllm-tuned":
             extra += ["--engine-kw", "max_num_batched_tokens=16384", "--engine-kw", "max_num_seqs=1024"]
         if kind == "vllm-replicas2":
@@ -103,6 +123,7 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=540, help="seconds from now for the whole command")
     ap.add_argument("--state", default=os.path.expanduser("~/qwen3-bench"))
     ap.add_argument("--budget", default="", help="phase=seconds,... measuring budget per phase")
+    ap.add_argument("--device", default="cuda", help="cpu: the same phases in float32, to smoke-test a command")
     args = ap.parse_args()
     end = time.monotonic() + args.deadline
     state = Path(args.state)
@@ -121,8 +142,8 @@ def main() -> None:
             continue
         budget = float(budgets.get(phase, 240))
         # vLLM phases spend ~100 s starting before their measuring budget begins.
-        startup = (200 if "replicas" in phase or "r2" in phase else 110) if phase.startswith("vllm") else 0
-        cmd = phase_command(phase, state, min(budget, left - 40 - startup))
+        startup = (200 if "replicas" in phase or "r2" in phase else 110) if "vllm" in phase else 0
+        cmd = phase_command(phase, state, min(budget, left - 40 - startup), args.device)
         print(f"== {phase}: {' '.join(cmd[:3])} ... ({left:.0f} s left)", flush=True)
         t0 = time.monotonic()
         with open(state / f"{phase}.log", "w") as logf:

@@ -14,6 +14,11 @@ W1     8 x 100                ~335
 W2     8 x 100                ~110
 W3     4 x 50                 ~2,000
 =====  =====================  ========================
+
+How cost grows (``--sweep`` of bench_transformers.py and bench_vllm.py, :func:`growth_points`):
+1 query against 1 / 10 / 100 / 1,000 documents of ~500 tokens (``sweep="docs"``), and 1 query
+against documents of ~50 / 500 / 2,000 / 8,000 tokens, 100 / 100 / 50 / 16 of them
+(``sweep="tokens"``); the records carry the measured mean document tokens (``doc_tokens``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import random
 import re
 from dataclasses import dataclass
 
-__all__ = ["WORKLOADS", "Workload", "make_inputs", "words"]
+__all__ = ["WORKLOADS", "Workload", "growth_points", "growth_reps", "make_inputs", "words"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,25 @@ WORKLOADS = {
     "W2": Workload("W2", 8, 100, 25),
     "W3": Workload("W3", 4, 50, 1915),
 }
+
+
+GROWTH_DOC_WORDS = 500  # the documents of the docs-per-query sweep (~500 tokens)
+GROWTH_DOCS = (1, 10, 100, 1000)
+# Words (~tokens) per document -> documents for one query: a few seconds a point on one GPU. The
+# longest pair (8,000 words + the ~72-token template and query) fits max_length 8192.
+GROWTH_TOKENS = {50: 100, 500: 100, 2000: 50, 8000: 16}
+
+
+def growth_points() -> list[tuple[str, int, Workload]]:
+    """(sweep, x, workload) of the growth sweeps, in order: documents per query, then tokens."""
+    points = [("docs", n, Workload(f"growth-docs{n}", 1, n, GROWTH_DOC_WORDS)) for n in GROWTH_DOCS]
+    points += [("tokens", w, Workload(f"growth-tokens{w}", 1, n, w)) for w, n in GROWTH_TOKENS.items()]
+    return points
+
+
+def growth_reps(w: Workload) -> int:
+    """Timed repetitions of a growth point: more where one call is a few milliseconds."""
+    return 10 if w.queries * w.docs_per_query <= 10 else 3
 
 
 @functools.lru_cache(maxsize=1)
