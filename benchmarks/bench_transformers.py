@@ -142,8 +142,8 @@ def main() -> None:
     ap.add_argument(
         "--engine-configs",
         default="16:off,64:off,16:on,64:on,64:auto",
-        help="batch_size:reuse_prefix[:mode] (reuse_prefix on/off/auto; mode auto/packed/padded/compiled), "
-        "comma-separated; 64:auto = the engine's defaults",
+        help="batch_size:reuse_prefix[:mode[:max_batch_tokens]] (batch_size a number or 'none'; reuse_prefix "
+        "on/off/auto; mode auto/packed/padded/compiled), comma-separated; none:auto = the engine's defaults",
     )
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sweep-config", default="16:off")
@@ -171,18 +171,21 @@ def main() -> None:
         del off
         free()
 
-    # batch_size:reuse_prefix[:mode]; mode = auto (the engine's default: packed on CUDA in half
-    # precision), packed, padded (packed=False) or compiled (packed + compile=True). One engine
-    # per mode, loaded alone (peak memory counts only it), in the order the modes first appear.
-    configs = [(c.split(":") + ["auto"])[:3] for c in args.engine_configs.split(",") if c]
-    modes = {"auto": {}, "packed": {"packed": True}, "padded": {"packed": False},
+    # batch_size:reuse_prefix[:mode[:max_batch_tokens]]; batch_size "none" = the engine's default
+    # (64 padded, the token budget alone packed); mode = auto (the engine's default: packed and
+    # compiled on CUDA in half precision), packed (packed, compile=False), padded (packed=False) or
+    # compiled (packed + compile=True). One engine per mode, loaded alone (peak memory counts only
+    # it), in the order the modes first appear.
+    configs = [(*c.split(":"), "auto", "")[:4] if c.count(":") == 1 else (*c.split(":"), "")[:4]
+               for c in args.engine_configs.split(",") if c]  # fmt: skip
+    modes = {"auto": {}, "packed": {"packed": True, "compile": False}, "padded": {"packed": False},
              "compiled": {"packed": True, "compile": True}}  # fmt: skip
     eng = reranker = None
 
     def run(queries, docs):
         return [[r.score for r in sorted(rk, key=lambda r: r.index)] for rk in reranker.rerank_many(queries, docs)]
 
-    for mode in dict.fromkeys(m for _, _, m in configs):
+    for mode in dict.fromkeys(m for _, _, m, _ in configs):
         log(f"engine ({mode})")
         if eng is not None:
             eng.close()
@@ -191,16 +194,21 @@ def main() -> None:
         t0 = time.perf_counter()
         eng = TransformersEngine(args.model, device=args.device, dtype=dtype, **modes[mode])
         reranker = Reranker(eng)
+        compiled = bool(eng._packed is not None and eng._packed.compiled)
         b.rec.add(kind="startup", engine=f"TransformersEngine {mode}", seconds=round(time.perf_counter() - t0, 1),
-                  packed=eng.packed)  # fmt: skip
-        for bs_text, reuse_text, m in configs:
+                  packed=eng.packed, compiled=compiled)  # fmt: skip
+        warmed = False
+        for bs_text, reuse_text, m, tokens_text in configs:
             if m != mode:
                 continue
-            bs = int(bs_text)
+            bs = None if bs_text == "none" else int(bs_text)
             reuse = {"on": True, "off": False, "auto": "auto"}[reuse_text]
             eng.batch_size, eng.reuse_prefix = bs, reuse
-            name = f"engine-bs{bs}-prefix{reuse_text}" + ("" if mode == "auto" else f"-{mode}")
-            if mode == "compiled":  # the first calls compile: timed once, outside the measurement
+            eng.max_batch_tokens = int(tokens_text) if tokens_text else 16384
+            name = f"engine-bs{bs_text}-prefix{reuse_text}" + ("" if mode == "auto" else f"-{mode}")
+            name += f"-tokens{tokens_text}" if tokens_text else ""
+            if compiled and not warmed:  # the first calls compile: timed once, outside the measurement
+                warmed = True
                 t0 = time.perf_counter()
                 for wl in wls:
                     warm = W.Workload(wl.name, 2, 16, wl.doc_words, wl.query_words)
@@ -208,7 +216,8 @@ def main() -> None:
                 b.rec.add(kind="compile-warmup", engine=name, seconds=round(time.perf_counter() - t0, 1))
             for wl in wls:
                 reps = 1 if wl.name == "W3" else args.reps
-                r = b.measure(name, wl, run, reps, batch_size=bs, reuse_prefix=reuse, packed=eng.packed)
+                r = b.measure(name, wl, run, reps, batch_size=bs, reuse_prefix=reuse, packed=eng.packed,
+                              compiled=compiled, max_batch_tokens=eng.max_batch_tokens)  # fmt: skip
                 if r and "pairs_per_s" in r:
                     results[(name, wl.name)] = r
 

@@ -15,8 +15,9 @@ Phases
                            (max_num_batched_tokens=16384, max_num_seqs=1024; see RESULTS.md)
     vllm-big-<shape>       VLLMEngine with 4x that step budget (max_num_batched_tokens=65536)
     vllm-r2big-<shape>     replicas=2, each with max_num_batched_tokens=32768
-    tfpack-<shape>         the card's usage vs TransformersEngine padded / packed / compiled
-                           (0.6B: W1-W3 and batch sizes 64 and 256; larger shapes: W1)
+    tfpack-<shape>         the card's usage vs TransformersEngine padded / packed uncompiled / its
+                           defaults (packed, compiled) / a 32,768-token budget (0.6B: W1-W3;
+                           larger shapes: padded and the defaults, W1)
     prof-<shape>           profile_tf.py: a torch.profiler breakdown of one W1 call per mode
     tfsweep-<shape>        bench_transformers.py --sweep only, with the engine's defaults
     tfdef-<shape>          the card's usage vs the engine's defaults (W1-W3), then the sweep
@@ -50,9 +51,10 @@ ROOT = HERE.parent
 VLLM_SWEEP = {"0.6B": True, "4B": False, "8B": False}
 TF_CONFIGS = "16:off,64:off,16:on,64:on,64:auto"
 TF_CONFIGS_LARGE = "16:off,64:off,64:on,64:auto"
-# The packed path (issue 24): the old default (padded) beside the new one and its variants.
-TF_PACK = "64:auto:padded,64:auto,64:on,256:auto,64:auto:compiled"
-TF_PACK_LARGE = "64:auto:padded,64:auto,64:auto:compiled"
+# The packed path (issue 24): padded (the default before it) beside packed uncompiled (compile=False),
+# the defaults (packed and compiled on CUDA, batches bounded by tokens) and twice the token budget.
+TF_PACK = "64:auto:padded,none:auto:packed,none:auto,none:auto:auto:32768"
+TF_PACK_LARGE = "64:auto:padded,none:auto"
 
 
 def phase_command(phase: str, state: Path, budget: float, device: str = "cuda") -> list[str]:
@@ -81,7 +83,7 @@ def phase_command(phase: str, state: Path, budget: float, device: str = "cuda") 
             extra = ["--official-batch", "0", "--engine-configs", configs]
             extra += [] if shape == "0.6B" else ["--workloads", "W1"]
         elif kind == "tfdef":
-            extra = ["--official-batch", "0", "--engine-configs", "64:auto", "--sweep"]
+            extra = ["--official-batch", "0", "--engine-configs", "none:auto", "--sweep"]
         elif kind == "tfsweep":
             extra = ["--official-batch", "", "--engine-configs", "", "--sweep", "--workloads", "W1"]
         elif shape == "0.6B":

@@ -192,27 +192,34 @@ def _bf16_checks(got, expected, n_docs):
 
 
 def test_transformers_engine_bf16_at_the_real_0_6b_shape(model_0_6b):
-    """TransformersEngine in bf16 at the 0.6B shape, packed (the CUDA default) and padded, with and
-    without prefix reuse, against the float32 formula (the same thresholds as vLLM's bf16 test)."""
+    """TransformersEngine in bf16 at the 0.6B shape against the float32 formula (the same thresholds
+    as vLLM's bf16 test): its CUDA default (packed and compiled), packed uncompiled, and padded, with
+    and without prefix reuse; several batches in flight (batch_size=16)."""
     from qwen3_rerank.engines.transformers_engine import TransformersEngine
 
+    modes = {"default": {}, "eager": {"compile": False}, "padded": {"packed": False}}
     docs = _documents(30)
     results = {}
-    for packed in (True, False):
-        for reuse in (False, True):
+    for mode, options in modes.items():
+        for reuse in (False, True) if mode != "eager" else (False,):
             engine = TransformersEngine(model_0_6b, device="cuda", dtype="bfloat16", batch_size=16,
-                                        reuse_prefix=reuse, **({} if packed else {"packed": False}))  # fmt: skip
+                                        reuse_prefix=reuse, **options)  # fmt: skip
             try:
-                assert engine.packed is packed  # "auto" packs on CUDA in bf16
+                assert engine.packed is (mode != "padded")  # "auto" packs on CUDA in bf16
+                if mode == "default":
+                    assert engine._packed.compiled  # "auto" compiles on CUDA in bf16 (Triton is there)
                 pairs = _plan(Reranker(engine), QUERIES, docs)
-                results[packed, reuse] = engine.score(pairs).scores
+                results[mode, reuse] = engine.score(pairs).scores
+                if mode == "default":
+                    assert engine._packed.compiled  # no fallback happened
             finally:
                 engine.close()
     expected = formula_scores(model_0_6b, [p.input_ids for p in pairs])
     for got in results.values():
         _bf16_checks(got, expected, 30)
-    packed_vs_padded = max(abs(a - b) for a, b in zip(results[True, False], results[False, False], strict=True))
-    assert packed_vs_padded <= 0.02, packed_vs_padded
+    for mode in ("default", "eager"):
+        vs_padded = max(abs(a - b) for a, b in zip(results[mode, False], results["padded", False], strict=True))
+        assert vs_padded <= 0.02, (mode, vs_padded)
 
 
 def test_packed_float32_and_compiled_bf16_on_cuda(tiny_model):
@@ -222,7 +229,7 @@ def test_packed_float32_and_compiled_bf16_on_cuda(tiny_model):
 
     exact = TransformersEngine(tiny_model, device="cuda", dtype="float32", packed=True)
     try:
-        assert exact.packed and not exact._packed.flash
+        assert exact.packed and not exact._packed.flash and not exact._packed.compiled  # "auto": half precision only
         _fp32_parity(exact, tiny_model)
     finally:
         exact.close()

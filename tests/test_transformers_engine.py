@@ -128,7 +128,8 @@ def test_auto_prefix_reuse_follows_the_saved_share(tiny_model, monkeypatch):
     from qwen3_rerank.engines import transformers_engine as te
 
     engine = te.TransformersEngine(tiny_model, device="cpu", dtype="float32")
-    assert engine.reuse_prefix == "auto" and engine.batch_size == 64 and engine._auto_prefix_share == 0.5
+    assert engine.reuse_prefix == "auto" and engine.batch_size is None and engine._rows() == 64
+    assert engine._auto_prefix_share == 0.5
     calls = []
     real = te.TransformersEngine._logits_after_prefixes
 
@@ -347,4 +348,96 @@ def test_packed_with_a_small_token_budget_matches_the_formula(tiny_model):
     plan = reranker.plan(queries, [DOCS] * 3)
     got = engine.score(plan.pairs).scores
     assert got == pytest.approx(reference_scores(tiny_model, [p.input_ids for p in plan.pairs]), abs=1e-5)
+    engine.close()
+
+
+def test_compile_auto_falls_back_to_eager_when_the_compiler_fails(tiny_model, monkeypatch, caplog):
+    """compile="auto" logs a compiler failure once and reruns the call uncompiled; compile=True raises it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from qwen3_rerank.engines import _packed
+    from qwen3_rerank.engines.transformers_engine import TransformersEngine
+
+    def no_compiler(graph, example_inputs):
+        raise RuntimeError("no C compiler on this machine")
+
+    monkeypatch.setattr(_packed, "_COMPILE_OPTIONS", {"backend": no_compiler, "dynamic": True})
+    body = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32).base_model.eval()
+    sequences = [list(range(5, 30)), list(range(40, 52))]
+    with torch.inference_mode():
+        expected = _packed.PackedDecoder(body).last_hidden(sequences)
+        torch._dynamo.reset()
+        strict = _packed.PackedDecoder(body, compile=True)
+        with pytest.raises(torch._dynamo.exc.BackendCompilerFailed, match="no C compiler"):
+            strict.last_hidden(sequences)
+        torch._dynamo.reset()
+        lenient = _packed.PackedDecoder(body, compile=True, fallback=True)
+        assert lenient.compiled is True
+        with caplog.at_level("WARNING", logger="qwen3_rerank.engines._packed"):
+            got = lenient.last_hidden(sequences)
+            again = lenient.last_hidden(sequences)
+    torch._dynamo.reset()
+    assert lenient.compiled is False and torch.equal(got, expected) and torch.equal(again, expected)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "qwen3_rerank.engines._packed"]
+    assert len(warnings) == 1 and "torch.compile failed" in warnings[0] and "compile=False" in warnings[0]
+    # On the CPU "auto" compiles nothing; an unknown value is refused by name.
+    engine = TransformersEngine(tiny_model, device="cpu", dtype="float32", packed=True)
+    assert engine._packed.compiled is False
+    engine.close()
+    with pytest.raises(ValueError, match="compile must be True, False or 'auto'"):
+        TransformersEngine(tiny_model, device="cpu", compile="yes")
+
+
+def test_packed_batches_are_bounded_by_tokens_unless_batch_size_is_set(tiny_model):
+    from qwen3_rerank.engines.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine(tiny_model, device="cpu", dtype="float32", packed=True, max_batch_tokens=320)
+    order, cost = list(range(100)), [10] * 100
+    assert [len(b) for b in engine._packed_batches(order, cost, None)] == [32, 32, 32, 4]
+    engine.batch_size = 8
+    assert [len(b) for b in engine._packed_batches(order, cost, None)] == [8] * 12 + [4]
+    engine.close()
+
+
+async def test_compiled_packed_path_through_the_async_worker_matches_eager(tiny_model):
+    """compile=True on the CPU (Inductor's C++ backend): a real compile on the engine's worker
+    thread, the scores those of the uncompiled packed path; a second call reuses the compiled code."""
+    from qwen3_rerank.engines.transformers_engine import TransformersEngine
+
+    compiled = TransformersEngine(tiny_model, device="cpu", dtype="float32", packed=True, compile=True)
+    eager = TransformersEngine(tiny_model, device="cpu", dtype="float32", packed=True, compile=False)
+    try:
+        for query, docs in (("a query", DOCS), ("a longer query about ranking", DOCS[:3])):
+            got = await Reranker(compiled).arerank(query, docs)
+            want = Reranker(eager).rerank(query, docs)
+            assert [r.index for r in got] == [r.index for r in want]
+            assert [r.score for r in got] == pytest.approx([r.score for r in want], abs=1e-6)
+        assert compiled._packed.compiled and not eager._packed.compiled
+    finally:
+        compiled.close()
+        eager.close()
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_a_cancelled_call_stops_before_the_prefix_pass(tiny_model, packed):
+    import threading
+
+    from qwen3_rerank.engines import transformers_engine as te
+
+    engine = te.TransformersEngine(tiny_model, device="cpu", dtype="float32", reuse_prefix=True, packed=packed)
+    passes = []
+    if packed:
+        inputs = engine._packed._inputs
+        engine._packed._inputs = lambda *a: passes.append(1) or inputs(*a)  # once per layer of a pass
+    else:
+        body = engine._body
+        engine._body = lambda **kw: passes.append(1) or body(**kw)
+    plan = Reranker(engine).plan(QUERIES, [DOCS] * len(QUERIES))
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(te._Cancelled):
+        engine._score(plan.pairs, cancel)
+    assert passes == []  # not even the prefixes ran
+    assert len(engine._score(plan.pairs, None).logits) == len(plan.pairs) and passes
     engine.close()

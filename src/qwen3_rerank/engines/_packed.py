@@ -13,7 +13,9 @@ hidden]`` tensor per forward pass), so no work is spent on padding and attention
   each sequence (the one hidden state that is read);
 * with ``compile=True`` the element-wise work around attention (norms, rotary embedding, SiLU,
   residual adds) is fused by ``torch.compile`` into a few kernels per layer; one compiled
-  function serves every layer (weights are arguments, token count dynamic).
+  function serves every layer (weights are arguments, token count dynamic). With
+  ``fallback=True`` (the engine's ``compile="auto"``) a compiler failure (first calls or a later
+  recompile) is logged once and that pass runs again uncompiled, as do all later ones.
 
 Every other operation is transformers' Qwen3 arithmetic, in the same order and dtypes: RMSNorm in
 float32 cast back before the weight, rotary cos/sin computed in float32 and cast, SiLU gate.
@@ -26,13 +28,20 @@ key, which is exactly "prefix + the suffix so far"), with positions continuing a
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .._exceptions import ConfigurationError
 
-__all__ = ["PackedDecoder", "packed_support", "varlen_available"]
+__all__ = ["PackedDecoder", "choose_packed", "compile_available", "packed_support", "varlen_available"]
+
+logger = logging.getLogger(__name__)
+
+# torch.compile's options for the two per-layer functions (the tests swap in a failing backend).
+_COMPILE_OPTIONS: dict[str, Any] = {"dynamic": True}
 
 
 def varlen_available() -> bool:
@@ -42,6 +51,20 @@ def varlen_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def compile_available() -> bool:
+    """Whether ``torch.compile`` can build CUDA kernels here (Triton is installed)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def _compile_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from torch.compile's compiler (not from the computation itself)."""
+    from torch._dynamo.exc import BackendCompilerFailed, TorchDynamoException
+    from torch._inductor.exc import InductorError
+
+    module = type(exc).__module__ or ""
+    return isinstance(exc, (BackendCompilerFailed, TorchDynamoException, InductorError)) or module.startswith("triton")
 
 
 def packed_support(config: Any) -> str | None:
@@ -58,6 +81,43 @@ def packed_support(config: Any) -> str | None:
     if (rope.get("rope_type") or rope.get("type") or "default") != "default":
         return f"rope_type {rope.get('rope_type')!r} (the packed path implements the default rotary embedding)"
     return None
+
+
+def choose_packed(
+    config: Any,
+    model: str,
+    packed: bool | str,
+    compile: bool | str,
+    *,
+    device: str,
+    dtype: Any,
+    attn_implementation: str | None,
+) -> tuple[bool, bool | str]:
+    """TransformersEngine's ``packed`` and ``compile`` options resolved: ``(packed, compile)``.
+
+    ``packed="auto"``: on CUDA in bfloat16 / float16, with variable-length FlashAttention, for a
+    decoder this module implements and no ``attn_implementation``. The returned ``compile`` is
+    False, True, or "auto" where ``compile="auto"`` chose to compile (a compiler failure then
+    falls back to the uncompiled path). Refuses ``packed=True`` for an unsupported decoder and
+    ``compile=True`` without the packed path.
+    """
+    import torch
+
+    unsupported = packed_support(config)
+    on_cuda = str(device).startswith("cuda")
+    half = dtype in (torch.bfloat16, torch.float16)
+    if packed == "auto":
+        packed = unsupported is None and not attn_implementation and on_cuda and half and varlen_available()
+    elif packed and unsupported is not None:
+        raise ConfigurationError(f"packed=True cannot run {model!r}: {unsupported}; use packed=False")
+    if compile is True and not packed:
+        raise ConfigurationError(
+            "compile=True fuses the packed path, which is off here; pass packed=True "
+            "(or leave packed='auto' on CUDA in bfloat16 / float16)"
+        )
+    if compile == "auto" and not (packed and on_cuda and half and compile_available()):
+        compile = False
+    return bool(packed), compile
 
 
 def _rms(x: Any, weight: Any, eps: float) -> Any:
@@ -108,20 +168,20 @@ class PackedDecoder:
 
     Args:
         body: The model's decoder stack (``model.base_model``: embeddings, layers, final norm).
-        compile: Fuse the element-wise work of each layer with ``torch.compile`` (CUDA; the first
-            calls compile, which takes tens of seconds).
+        compile: Fuse the element-wise work of each layer with ``torch.compile`` (the first calls
+            compile: 9-15 s at the 0.6B shape on an H200, benchmarks/RESULTS.md).
+        fallback: With ``compile``, run uncompiled (and log why, once) if the compiler fails,
+            instead of raising.
 
-    The q/k/v and gate/up weights are concatenated copies; every other tensor is the model's own.
-    Drop the transformers model after building this to free the originals.
+    The caller checks :func:`packed_support` first. The q/k/v and gate/up weights are
+    concatenated copies; every other tensor is the model's own. Drop the transformers model after
+    building this to free the originals.
     """
 
-    def __init__(self, body: Any, *, compile: bool = False) -> None:
+    def __init__(self, body: Any, *, compile: bool = False, fallback: bool = False) -> None:
         import torch
 
         config = body.config
-        reason = packed_support(config)
-        if reason is not None:
-            raise ConfigurationError(f"packed=True cannot run this checkpoint: {reason}; use packed=False")
         self.heads = int(config.num_attention_heads)
         self.kv_heads = int(config.num_key_value_heads)
         self.eps = float(config.rms_norm_eps)
@@ -156,8 +216,11 @@ class PackedDecoder:
         self._inputs: Callable[..., Any] = _attention_inputs
         self._outputs: Callable[..., Any] = _attention_output
         if compile:
-            self._inputs = torch.compile(_attention_inputs, dynamic=True)
-            self._outputs = torch.compile(_attention_output, dynamic=True)
+            self._inputs = torch.compile(_attention_inputs, **_COMPILE_OPTIONS)
+            self._outputs = torch.compile(_attention_output, **_COMPILE_OPTIONS)
+        #: Whether the layers run compiled (False from the start, or after a fallback).
+        self.compiled = compile
+        self._fallback = compile and fallback
         self._varlen_kw = _varlen_keywords() if self.flash else {}
 
     # -- the two entry points ------------------------------------------------------------------
@@ -237,6 +300,32 @@ class PackedDecoder:
         The last layer computes its attention output and MLP at the last positions only (the
         only hidden states that are read); its keys and values still cover every position.
         """
+        try:
+            return self._layers(ids, positions, q_lengths, k_lengths, keep=keep, prefix=prefix)
+        except Exception as exc:
+            if not (self._fallback and _compile_failure(exc)):
+                raise
+            first = (str(exc).splitlines() or [""])[0]
+            logger.warning(
+                "torch.compile failed (%s: %s); TransformersEngine runs the packed path uncompiled "
+                "(pass compile=False to skip compiling)", type(exc).__name__, first
+            )  # fmt: skip
+            self._inputs, self._outputs = _attention_inputs, _attention_output
+            self.compiled = self._fallback = False
+            if keep is not None:
+                keep.clear()
+            return self._layers(ids, positions, q_lengths, k_lengths, keep=keep, prefix=prefix)
+
+    def _layers(
+        self,
+        ids: Any,
+        positions: Any,
+        q_lengths: Sequence[int],
+        k_lengths: Sequence[int],
+        *,
+        keep: list[tuple[Any, Any]] | None,
+        prefix: tuple[list[tuple[Any, Any]], Any] | None,
+    ) -> Any:
         import torch
 
         dev = self.device

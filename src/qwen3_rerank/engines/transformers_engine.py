@@ -16,6 +16,8 @@ sequences laid end to end with no padding, through the engine's own loop over th
 with variable-length FlashAttention (:mod:`qwen3_rerank.engines._packed`). Otherwise (CPU,
 float32, ``packed=False``) a batch is padded on the right with an attention mask and runs through
 transformers' decoder. Either way the hidden state of each sequence's last real token is gathered.
+On CUDA the packed path is also compiled by default (``compile="auto"``: ``torch.compile`` fuses
+each layer's element-wise work; the first calls spend seconds compiling).
 
 Shared query prefix: every pair of one query starts with the same ids (system prompt,
 instruction, query; ``EncodedPair.query_length`` of them). With prefix reuse on,
@@ -59,7 +61,7 @@ from .._exceptions import ConfigurationError, EngineError, missing_dependency
 from .._tokenizer import Qwen3Tokenizer
 from .._types import EncodedPair, EngineOutput
 from ._base import Engine, prefix_groups
-from ._packed import PackedDecoder, packed_support, varlen_available
+from ._packed import PackedDecoder, choose_packed
 
 # CAUSAL, SEQ_CLS and read_architecture are re-exported for older imports (they live in _checkpoint).
 __all__ = ["CAUSAL", "SEQ_CLS", "TransformersEngine", "read_architecture"]
@@ -76,8 +78,10 @@ class TransformersEngine(Engine):
             NPU, then CPU).
         dtype: ``"auto"`` (bfloat16 on accelerators, float32 on CPU), or a torch dtype / its name.
         batch_size: Most sequences in one forward pass (``max_batch_tokens`` still bounds each
-            batch; why 64: benchmarks/RESULTS.md).
-        max_batch_tokens: Most padded tokens in one forward pass (bounds activation memory).
+            batch). Default: 64 for padded batches (why 64: benchmarks/RESULTS.md); packed
+            batches, which carry no padding, are bounded by ``max_batch_tokens`` alone.
+        max_batch_tokens: Most tokens in one forward pass, padding included (bounds activation
+            memory).
         revision: Hub revision.
         attn_implementation: Passed to transformers (default: its own choice, SDPA).
         reuse_prefix: Run each query's shared prefix once and reuse its key/value cache for all
@@ -92,8 +96,12 @@ class TransformersEngine(Engine):
             float32 (one causal attention call per sequence); ``False``: transformers' decoder
             on padded batches.
         compile: With the packed path, fuse each layer's element-wise work with
-            ``torch.compile`` (CUDA; the first calls compile for tens of seconds, later ones are
-            faster: benchmarks/RESULTS.md). Default ``False``.
+            ``torch.compile``: 1.15x-1.96x the uncompiled speed on an H200
+            (benchmarks/RESULTS.md), after 9-15 s of compiling in the first calls (0.6B shape).
+            ``"auto"`` (default): on when the packed path runs on CUDA in bfloat16 / float16 and
+            Triton is installed; if the compiler fails, the engine logs why once and runs
+            uncompiled. ``True``: always with the packed path (a compiler failure raises);
+            ``False``: never (no first-call delay).
 
     Example:
         >>> engine = TransformersEngine("Qwen/Qwen3-Reranker-0.6B")  # doctest: +SKIP
@@ -103,7 +111,9 @@ class TransformersEngine(Engine):
     extra = "torch"
     packages = ("torch", "transformers")
     uses_device = True
-    option_choices = {"reuse_prefix": (True, False, "auto"), "packed": (True, False, "auto")}
+    option_choices = {
+        "reuse_prefix": (True, False, "auto"), "packed": (True, False, "auto"), "compile": (True, False, "auto"),
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -111,26 +121,26 @@ class TransformersEngine(Engine):
         *,
         device: str | None = None,
         dtype: Any = "auto",
-        batch_size: int = 64,
+        batch_size: int | None = None,
         max_batch_tokens: int = 16384,
         revision: str | None = None,
         attn_implementation: str | None = None,
         reuse_prefix: bool | str = "auto",
         packed: bool | str = "auto",
-        compile: bool = False,
+        compile: bool | str = "auto",
     ) -> None:
         if model is None:
             raise ConfigurationError(
                 "TransformersEngine needs model=: a hub id such as 'Qwen/Qwen3-Reranker-0.6B' or a local directory"
             )
-        if batch_size < 1 or max_batch_tokens < 1:
+        if (batch_size is not None and batch_size < 1) or max_batch_tokens < 1:
             raise ValueError(f"batch_size and max_batch_tokens must be >= 1, got {batch_size} and {max_batch_tokens}")
         if reuse_prefix not in (True, False, "auto"):
             raise ValueError(f"reuse_prefix must be True, False or 'auto', got {reuse_prefix!r}")
         if packed not in (True, False, "auto"):
             raise ValueError(f"packed must be True, False or 'auto', got {packed!r}")
-        if compile not in (True, False):
-            raise ValueError(f"compile must be True or False, got {compile!r}")
+        if compile not in (True, False, "auto"):
+            raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -146,7 +156,8 @@ class TransformersEngine(Engine):
             torch_dtype = dtype
         #: The weights' dtype by name ("float32", "bfloat16", "float16").
         self.dtype: str | None = str(torch_dtype).removeprefix("torch.")
-        self.batch_size = batch_size
+        #: Most sequences in one forward pass (None: 64 padded, ``max_batch_tokens`` alone packed).
+        self.batch_size: int | None = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_model_len = int(config.get("max_position_embeddings") or 0) or None
         self._tokenizer = Qwen3Tokenizer.from_pretrained(model, revision=revision)
@@ -161,25 +172,12 @@ class TransformersEngine(Engine):
             net = loader.from_pretrained(str(model), **kwargs).to(self.device).eval()  # type: ignore[arg-type]
         self._body = net.base_model  # the decoder stack with its final norm, no head
         self._cache_name = _cache_argument(self._body)
-        unsupported = packed_support(self._body.config)
-        if packed == "auto":
-            packed = (
-                unsupported is None
-                and not attn_implementation
-                and str(self.device).startswith("cuda")
-                and torch_dtype in (torch.bfloat16, torch.float16)
-                and varlen_available()
-            )
-        elif packed and unsupported is not None:
-            raise ConfigurationError(f"packed=True cannot run {self.model_name!r}: {unsupported}; use packed=False")
-        if compile and not packed:
-            raise ConfigurationError(
-                "compile=True fuses the packed path, which is off here; pass packed=True "
-                "(or leave packed='auto' on CUDA in bfloat16 / float16)"
-            )
+        packed, compile = choose_packed(self._body.config, self.model_name, packed, compile, device=self.device,
+                                        dtype=torch_dtype, attn_implementation=attn_implementation)  # fmt: skip
         #: Whether calls run the packed decoder (no padding; see ``packed``).
         self.packed: bool = bool(packed)
-        self._packed = PackedDecoder(self._body, compile=compile) if packed else None
+        fallback = compile == "auto"  # chose to compile: a compiler failure runs uncompiled
+        self._packed = PackedDecoder(self._body, compile=bool(compile), fallback=fallback) if packed else None
         with torch.no_grad():
             if self.architecture == CAUSAL:
                 head = net.get_output_embeddings().weight
@@ -277,7 +275,7 @@ class TransformersEngine(Engine):
             while start < len(order):
                 self._next_batch(cancel)
                 longest = len(sequences[order[start]])
-                size = max(1, min(self.batch_size, self.max_batch_tokens // max(longest, 1)))
+                size = max(1, min(self._rows(), self.max_batch_tokens // max(longest, 1)))
                 batch = order[start : start + size]
                 start += size
                 ids = torch.full((len(batch), longest), self._pad_id, dtype=torch.long)
@@ -342,11 +340,10 @@ class TransformersEngine(Engine):
             # A row's tokens in the budget: its suffix and the prefix keys/values it attends to.
             cost = [len(s) + lens[g] for g, s in suffixes]
             with self._lock, torch.inference_mode():
-                # The prefix pass runs before the first batch; _packed_batches checks cancel first.
+                self._next_batch(cancel)  # before the prefix pass; _packed_batches checks before each batch
                 batches = self._packed_batches(order, cost, cancel)
-                for batch, h in self._packed.last_hidden_after_prefixes(
-                    prefixes, suffixes, batches, self.max_batch_tokens
-                ):
+                hidden = self._packed.last_hidden_after_prefixes(prefixes, suffixes, batches, self.max_batch_tokens)
+                for batch, h in hidden:
                     for i, v in zip(batch, self._head(h), strict=True):
                         out[i] = v
             return out
@@ -355,7 +352,7 @@ class TransformersEngine(Engine):
         with self._lock, torch.inference_mode():
             keys: list[list[Any]] = []
             values: list[list[Any]] = []
-            step = max(1, min(self.batch_size, self.max_batch_tokens // p_max))
+            step = max(1, min(self._rows(), self.max_batch_tokens // p_max))
             for start in range(0, len(prefixes), step):
                 self._next_batch(cancel)
                 chunk = range(start, min(start + step, len(prefixes)))
@@ -387,7 +384,7 @@ class TransformersEngine(Engine):
             while start < len(order):
                 self._next_batch(cancel)
                 longest = len(suffixes[order[start]][1])
-                size = max(1, min(self.batch_size, self.max_batch_tokens // max(longest + p_max, 1)))
+                size = max(1, min(self._rows(), self.max_batch_tokens // max(longest + p_max, 1)))
                 batch = order[start : start + size]
                 start += size
                 b = len(batch)
@@ -428,11 +425,12 @@ class TransformersEngine(Engine):
     def _packed_batches(
         self, order: Sequence[int], cost: Sequence[int], cancel: threading.Event | None
     ) -> Iterator[list[int]]:
-        """Consecutive runs of ``order``: at most ``batch_size`` rows and ``max_batch_tokens`` tokens each."""
+        """Consecutive runs of ``order``: at most ``batch_size`` rows (if set) and ``max_batch_tokens`` tokens each."""
         batch: list[int] = []
         tokens = 0
+        rows = self.batch_size or len(order)
         for i in order:
-            if batch and (len(batch) >= self.batch_size or tokens + cost[i] > self.max_batch_tokens):
+            if batch and (len(batch) >= rows or tokens + cost[i] > self.max_batch_tokens):
                 self._next_batch(cancel)
                 yield batch
                 batch, tokens = [], 0
@@ -441,6 +439,10 @@ class TransformersEngine(Engine):
         if batch:
             self._next_batch(cancel)
             yield batch
+
+    def _rows(self) -> int:
+        """The padded path's row bound: ``batch_size``, 64 when unset (benchmarks/RESULTS.md)."""
+        return self.batch_size or 64
 
     def _head(self, hidden: Any) -> list[float]:
         """``logit_yes - logit_no`` from final-norm hidden states ``[n, hidden]``."""
