@@ -104,30 +104,6 @@ def st_version() -> str | None:
         return None
 
 
-def parse_counts(text: str, names: list[str]) -> dict[str, tuple[int, int]]:
-    """``"2x8"`` (every workload) or ``"W1=2x8,W3=1x2"`` -> {workload: (queries, docs per query)}."""
-    out: dict[str, tuple[int, int]] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, _, value = part.rpartition("=")
-        q, _, d = value.partition("x")
-        for name in [key] if key else names:
-            out[name] = (int(q), int(d))
-    return out
-
-
-def workload_list(args) -> list[W.Workload]:
-    names = [n for n in args.workloads.split(",") if n]
-    counts = parse_counts(args.counts, names)
-    wls = []
-    for name in names:
-        wl = W.WORKLOADS[name]
-        if name in counts:
-            q, d = counts[name]
-            wl = W.Workload(f"{name}@{q}x{d}", q, d, wl.doc_words, wl.query_words)
-        wls.append(wl)
-    return wls
-
-
 def flat_pairs(queries, docs) -> list[tuple[str, str]]:
     return [(q, d) for q, ds in zip(queries, docs, strict=True) for d in ds]
 
@@ -389,7 +365,7 @@ def main() -> None:
     ap.add_argument("--deadline-at", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--parent-command", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    wls = workload_list(args)
+    wls = W.with_counts(args.workloads, args.counts)
     if args.child:
         if args.child == "reference":
             child_reference(args, wls)

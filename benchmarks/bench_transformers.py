@@ -145,13 +145,14 @@ def main() -> None:
         help="batch_size:reuse_prefix[:mode[:max_batch_tokens]] (batch_size a number or 'none'; reuse_prefix "
         "on/off/auto; mode auto/packed/padded/compiled), comma-separated; none:auto = the engine's defaults",
     )
+    ap.add_argument("--counts", default="", help='queries x documents: "2x8" for all, or "W1=2x8,W3=1x2" (CPU runs)')
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sweep-config", default="16:off")
     args = ap.parse_args()
     b = Bench(args)
     dtype = getattr(torch, args.dtype)
-    wls = [W.WORKLOADS[n] for n in args.workloads.split(",") if n]
-    official_wls = [W.WORKLOADS[n] for n in (args.official_workloads or args.workloads).split(",") if n]
+    wls = W.with_counts(args.workloads, args.counts)
+    official_wls = W.with_counts(args.official_workloads or args.workloads, args.counts)
     results: dict[tuple[str, str], dict] = {}
 
     for bs in [int(x) for x in args.official_batch.split(",") if x]:

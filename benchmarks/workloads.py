@@ -90,3 +90,28 @@ def make_inputs(w: Workload, rep: int, *, seed: int = 1234) -> tuple[list[str], 
     queries = [" ".join(rng.choices(vocab, k=w.query_words)) + "?" for _ in range(w.queries)]
     docs = [[" ".join(rng.choices(vocab, k=w.doc_words)) + "." for _ in range(w.docs_per_query)] for _ in queries]
     return queries, docs
+
+
+def parse_counts(text: str, names: list[str]) -> dict[str, tuple[int, int]]:
+    """``"2x8"`` (every workload) or ``"W1=2x8,W3=1x2"`` -> {workload: (queries, docs per query)}."""
+    out: dict[str, tuple[int, int]] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.rpartition("=")
+        q, _, d = value.partition("x")
+        for name in [key] if key else names:
+            out[name] = (int(q), int(d))
+    return out
+
+
+def with_counts(workloads: str, counts: str) -> list[Workload]:
+    """The named workloads (``"W1,W2"``), each resized by ``counts`` where it names one (``W1@2x8``)."""
+    names = [n for n in workloads.split(",") if n]
+    sizes = parse_counts(counts, names)
+    out = []
+    for name in names:
+        wl = WORKLOADS[name]
+        if name in sizes:
+            q, d = sizes[name]
+            wl = Workload(f"{name}@{q}x{d}", q, d, wl.doc_words, wl.query_words)
+        out.append(wl)
+    return out

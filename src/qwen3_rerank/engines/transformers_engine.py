@@ -27,8 +27,9 @@ attention makes this the same computation as the full sequence: position ``i`` s
 ``<= i`` either way. Pairs whose query has a single document, or no shared prefix, take the
 plain path. ``reuse_prefix="auto"`` (the default) turns it on for a call when the prefix work it
 saves is large enough to pay for the cached-attention path: at least half of the call's tokens
-for small models (hidden size under 2,560, i.e. 0.6B), at least 15 % for 4B and 8B (the rule and
-the measurements behind it: benchmarks/RESULTS.md).
+for small models (hidden size under 2,560, i.e. 0.6B) on a GPU or NPU, at least 15 % for 4B and
+8B and for every model on the CPU (the rule and the measurements behind it:
+benchmarks/RESULTS.md).
 
 The prefix path passes the key/value cache under the name the installed transformers uses
 (``cache`` from 5.24 on, ``past_key_values`` before), read from the model's ``forward`` signature,
@@ -197,8 +198,11 @@ class TransformersEngine(Engine):
         #: Run each query's shared prefix once and reuse its KV cache for all its documents:
         #: True, False or "auto" (see the module docstring).
         self.reuse_prefix: bool | str = reuse_prefix
-        # "auto": the least share of a call's tokens that prefix reuse must save (measured).
-        self._auto_prefix_share = 0.5 if int(config.get("hidden_size") or 0) < 2560 else 0.15
+        # "auto": the least share of a call's tokens that prefix reuse must save (measured). On an
+        # accelerator a small model's prefix path costs more than its saved tokens below half; on
+        # the CPU, where the matrix products dominate, the saving pays from 15 % on, as at 4B / 8B.
+        small = int(config.get("hidden_size") or 0) < 2560
+        self._auto_prefix_share = 0.5 if small and not str(self.device).startswith("cpu") else 0.15
         self._lock = threading.Lock()  # one forward pass at a time
         self._state = threading.Lock()  # guards _closed and _executor
         self._closed = False
