@@ -60,11 +60,11 @@ def compile_available() -> bool:
 
 def _compile_failure(exc: BaseException) -> bool:
     """Whether ``exc`` comes from torch.compile's compiler (not from the computation itself)."""
-    from torch._dynamo.exc import BackendCompilerFailed, TorchDynamoException
+    from torch._dynamo.exc import TorchDynamoException  # BackendCompilerFailed among them
     from torch._inductor.exc import InductorError
 
     module = type(exc).__module__ or ""
-    return isinstance(exc, (BackendCompilerFailed, TorchDynamoException, InductorError)) or module.startswith("triton")
+    return isinstance(exc, (TorchDynamoException, InductorError)) or module.startswith("triton")
 
 
 def packed_support(config: Any) -> str | None:
